@@ -1,0 +1,207 @@
+"""Loading, recognising, saving and inspecting motion checkpoints (CCDM and AnimateDiff v1/v2/v3)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+import torch
+
+from .errors import CCDMError
+from .hashing import file_sha256, shorthash
+from .motion import HEADS, LAYOUT_MAX_FRAMES, MotionInfo, MotionModule, MotionShape
+from .tensorfile import read_tensors, write_safetensors
+
+CCDM_FORMAT = "ccdm-motion"
+SCHEMA = "1"
+_SLOT_KEY = re.compile(r"^(down_blocks\.\d+|mid_block|up_blocks\.\d+)\.motion_modules\.(\d+)\.temporal_transformer\.(.+)$")
+_LAYER_KEY = re.compile(r"^transformer_blocks\.(\d+)\.")
+
+
+def _split_keys(state: Dict[str, torch.Tensor]):
+    """Motion keys by slot, fusion extras, and anything else."""
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    slots: Dict[str, Dict[str, torch.Tensor]] = {}
+    extras, other = {}, []
+    for key, value in state.items():
+        m = _SLOT_KEY.match(key)
+        if m:
+            slots.setdefault(f"{m.group(1)}.motion_modules.{m.group(2)}", {})[m.group(3)] = value
+        elif key.startswith("fusion."):
+            extras[key] = value
+        else:
+            other.append(key)
+    return slots, extras, other
+
+
+def _refusal(name: str, state: Dict[str, torch.Tensor]) -> CCDMError:
+    keys = sorted(state)
+    if any(k.startswith("model.diffusion_model.") for k in keys):
+        what = "a Stable Diffusion checkpoint (model.diffusion_model.*), not a motion module"
+    elif any("lora" in k.lower() for k in keys):
+        what = "LoRA weights (e.g. a motion LoRA or the v3 adapter), not a motion module"
+    elif any("temporal" in k for k in keys):
+        what = "temporal layers in a layout that is not the SD1 AnimateDiff/CCDM one (SDXL-family, e.g. HotShot-XL?)"
+    else:
+        what = f"no motion-module weights (first keys: {', '.join(keys[:3])})"
+    return CCDMError(f"{name}: found {what}; accepted: CCDM or AnimateDiff v1/v2/v3 motion modules for SD1.x")
+
+
+def _shape_from(slots: Dict[str, Dict[str, torch.Tensor]], heads: int, name: str) -> MotionShape:
+    channels = {}
+    layers = set()
+    for slot, tensors in slots.items():
+        if "proj_in.weight" not in tensors:
+            raise CCDMError(f"{name}: {slot} has no proj_in.weight; the file is incomplete")
+        channels[slot] = int(tensors["proj_in.weight"].shape[1])
+        layers.add(1 + max((int(m.group(1)) for k in tensors for m in [_LAYER_KEY.match(k)] if m), default=-1))
+    if len(layers) != 1 or 0 in layers:
+        raise CCDMError(f"{name}: inconsistent transformer depth across slots {sorted(layers)}")
+    down, up = _levels(channels, "down_blocks"), _levels(channels, "up_blocks")
+    if len(down) == 3 and len(up) == 3:
+        raise CCDMError(f"{name}: an SDXL-family motion module (3 down blocks, channels {[b[0] for b in down]}); "
+                        f"accepted: SD1.x modules with 4 down blocks")
+    if not down or not up:
+        raise CCDMError(f"{name}: motion module without down or up blocks; the file is incomplete")
+    return MotionShape(down=down, mid=channels.get("mid_block.motion_modules.0"), up=up,
+                       layers=layers.pop(), heads=heads)
+
+
+def _levels(channels: Dict[str, int], prefix: str) -> tuple:
+    levels: Dict[int, Dict[int, int]] = {}
+    for slot, ch in channels.items():
+        parts = slot.split(".")
+        if parts[0] == prefix:
+            levels.setdefault(int(parts[1]), {})[int(parts[3])] = ch
+    if sorted(levels) != list(range(len(levels))):
+        raise CCDMError(f"{prefix} indices {sorted(levels)} are not contiguous; the file is incomplete")
+    return tuple(tuple(block[j] for j in sorted(block)) for _, block in sorted(levels.items()))
+
+
+def _pe_length(slots: Dict[str, Dict[str, torch.Tensor]]) -> Optional[int]:
+    for tensors in slots.values():
+        for key, value in tensors.items():
+            if key.endswith("pos_encoder.pe"):
+                return int(value.shape[1])
+    return None
+
+
+def _info_from(metadata: Dict[str, str], shape: MotionShape, pe_len: Optional[int], name: str) -> MotionInfo:
+    if metadata.get("ccdm.format") == CCDM_FORMAT:
+        return _ccdm_info(metadata, pe_len, name)
+    if shape.mid is not None:
+        fmt = "animatediff-v2"
+    elif pe_len == 24 or (pe_len is None and re.search(r"mm_sd_v1[45](\.|$)", name)):
+        fmt = "animatediff-v1"
+    else:
+        fmt = "animatediff-v3"
+    max_frames = pe_len or LAYOUT_MAX_FRAMES[fmt]
+    return MotionInfo(format=fmt, max_frames=max_frames, beta_schedule="linear",
+                      groupnorm_over_frames=fmt == "animatediff-v1", metadata=dict(metadata))
+
+
+def _ccdm_info(metadata: Dict[str, str], pe_len: Optional[int], name: str) -> MotionInfo:
+    try:
+        frames = metadata.get("ccdm.frames") or None
+        return MotionInfo(
+            format="ccdm",
+            max_frames=int(metadata.get("ccdm.max_frames") or pe_len or 32),
+            beta_schedule=metadata.get("ccdm.beta_schedule", "linear"),
+            beta_start=float(metadata.get("ccdm.beta_start", 0.00085)),
+            beta_end=float(metadata.get("ccdm.beta_end", 0.012)),
+            groupnorm_over_frames=metadata.get("ccdm.groupnorm_over_frames", "false") == "true",
+            train_frames=int(frames) if frames else None,
+            metadata=dict(metadata),
+        )
+    except ValueError as err:
+        raise CCDMError(f"{name}: malformed ccdm metadata ({err})") from err
+
+
+def motion_module_from_state_dict(state: Dict[str, torch.Tensor], metadata: Optional[Dict[str, str]] = None,
+                                  name: str = "state dict") -> MotionModule:
+    """Recognise the format of a motion state dict and load it strictly into a `MotionModule`."""
+    metadata = dict(metadata or {})
+    slots, extras, other = _split_keys(state)
+    if not slots:
+        raise _refusal(name, state)
+    if other:
+        raise CCDMError(f"{name}: unexpected keys beside the motion module: {', '.join(sorted(other)[:3])}")
+    heads = int(metadata.get("ccdm.heads", HEADS))
+    shape = _shape_from(slots, heads, name)
+    info = _info_from(metadata, shape, _pe_length(slots), name)
+    module = MotionModule(shape, info)
+    flat = {f"{slot}.temporal_transformer.{k}": v for slot, tensors in slots.items() for k, v in tensors.items()}
+    result = module.load_state_dict(flat, strict=False)
+    missing = [k for k in result.missing_keys if not k.endswith("pos_encoder.pe")]  # pe is recomputed
+    if missing or result.unexpected_keys:
+        bad = (missing or result.unexpected_keys)[:3]
+        raise CCDMError(f"{name}: keys do not match the {info.format} layout ({'missing' if missing else 'unexpected'}:"
+                        f" {', '.join(bad)})")
+    module.extras = extras  # e.g. trained fusion projections, used by the fusion module when present
+    return module
+
+
+def load_motion_module(path: str | os.PathLike, device=None, dtype=None) -> MotionModule:
+    """Load a CCDM or AnimateDiff v1/v2/v3 motion module from `.safetensors` / `.ckpt` / `.pth` / `.pt`."""
+    path = Path(path)
+    state, metadata = read_tensors(path)
+    module = motion_module_from_state_dict(state, metadata, path.name)
+    module.info = dataclasses.replace(module.info, sha256=file_sha256(path))
+    module.requires_grad_(False).eval()
+    if device is not None or dtype is not None:
+        module.to(device=device, dtype=dtype)
+    return module
+
+
+def motion_metadata(module: MotionModule, extra: Optional[Dict[str, object]] = None) -> Dict[str, str]:
+    """The safetensors metadata of DESIGN.md for a module (all values strings)."""
+    info = module.info
+    meta = {
+        "ccdm.format": CCDM_FORMAT, "ccdm.schema": SCHEMA,
+        "ccdm.beta_schedule": info.beta_schedule, "ccdm.beta_start": repr(info.beta_start),
+        "ccdm.beta_end": repr(info.beta_end), "ccdm.frames": str(info.train_frames or ""),
+        "ccdm.max_frames": str(info.max_frames), "ccdm.heads": str(module.shape.heads),
+        "ccdm.groupnorm_over_frames": "true" if info.groupnorm_over_frames else "false",
+        "ccdm.base_model_sha256": info.metadata.get("ccdm.base_model_sha256", ""),
+        "ccdm.train_config": info.metadata.get("ccdm.train_config", "{}"),
+    }
+    for key, value in (extra or {}).items():
+        if not isinstance(key, str):
+            raise CCDMError(f"metadata key {key!r} is not a string")
+        meta[key] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return meta
+
+
+def save_motion_module(module: MotionModule, path: str | os.PathLike,
+                       metadata: Optional[Dict[str, object]] = None) -> str:
+    """Write the module (and its fusion extras) as safetensors with CCDM metadata; return the file's sha256."""
+    path = Path(path)
+    if path.suffix.lower() != ".safetensors":
+        raise CCDMError(f"{path.name}: motion modules are saved as .safetensors only")
+    tensors = {k: v for k, v in module.state_dict().items()}
+    tensors.update(getattr(module, "extras", {}) or {})
+    write_safetensors(tensors, path, motion_metadata(module, metadata))
+    return file_sha256(path)
+
+
+def inspect_motion_file(path: str | os.PathLike) -> Dict[str, object]:
+    """What `ccdm inspect` prints for a motion checkpoint."""
+    module = load_motion_module(path)
+    info = module.info
+    return {
+        "path": str(path), "format": info.format, "sha256": info.sha256, "shorthash": shorthash(info.sha256),
+        "channels": module.down_channels(), "modules": len(module.slots()), "mid_block": module.shape.mid is not None,
+        "layers": module.shape.layers, "heads": module.shape.heads, "max_frames": info.max_frames,
+        "beta_schedule": info.beta_schedule, "beta_start": info.beta_start, "beta_end": info.beta_end,
+        "groupnorm_over_frames": info.groupnorm_over_frames,
+        "parameters": sum(p.numel() for p in module.parameters()), "metadata": info.metadata,
+    }
+
+
+def describe(module: MotionModule) -> Tuple[str, str]:
+    """(format, shorthash or '') for messages and infotext."""
+    return module.info.format, module.info.shorthash or ""

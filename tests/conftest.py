@@ -1,0 +1,41 @@
+"""Shared fixtures: tiny real ldm UNets (SD1 block layout, small widths), CPU, seeded."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ccdm_core.sd.configs import build_unet, tiny_unet_config
+
+
+def make_unet(seed: int = 0, model_channels: int = 32, context_dim: int = 32):
+    """A tiny ldm UNet whose zero-initialised output layers get small random weights, so outputs are not 0."""
+    torch.manual_seed(seed)
+    unet = build_unet(tiny_unet_config(model_channels, context_dim)).eval()
+    with torch.no_grad():
+        for p in unet.parameters():
+            if p.dim() > 1 and not p.any():
+                p.normal_(0.0, 0.05)
+    return unet
+
+
+@pytest.fixture
+def tiny_unet():
+    return make_unet()
+
+
+def unet_inputs(frames: int, videos: int = 1, size: int = 8, context_dim: int = 32, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    n = frames * videos
+    x = torch.randn(n, 4, size, size, generator=g)
+    t = torch.full((n,), 500.0)
+    ctx = torch.randn(n, 5, context_dim, generator=g)
+    return x, t, ctx
+
+
+def randomize_(module: torch.nn.Module, seed: int = 0, scale: float = 0.2) -> torch.nn.Module:
+    """Give every parameter (including zero-initialised outputs) random values so the module does something."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * scale)
+    return module
