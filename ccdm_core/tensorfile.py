@@ -70,6 +70,12 @@ def _first_line(err: BaseException) -> str:
     return text[0][:200] if text else type(err).__name__
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_safetensors(tensors: Dict[str, torch.Tensor], path: str | os.PathLike,
                       metadata: Optional[Dict[str, str]] = None) -> Path:
     """Write safetensors atomically (temporary file in the same folder, then rename)."""
@@ -82,6 +88,7 @@ def write_safetensors(tensors: Dict[str, torch.Tensor], path: str | os.PathLike,
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

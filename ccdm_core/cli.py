@@ -1,0 +1,111 @@
+"""`ccdm` command line: generate, inspect, bench. Bad input exits 2 with one line on stderr."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from .errors import CCDMError
+
+
+def _generate_parser(sub) -> None:
+    p = sub.add_parser("generate", help="text to video with an SD1.x checkpoint and a motion module")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--negative", default="")
+    p.add_argument("--frames", type=int, default=16)
+    p.add_argument("--fps", type=float, default=8.0)
+    p.add_argument("--width", type=int, default=None, help="default: 256 (64 with the built-in random model)")
+    p.add_argument("--height", type=int, default=None)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--cfg", type=float, default=7.5)
+    p.add_argument("--seed", type=int, default=-1, help="-1 picks a random seed (reported)")
+    p.add_argument("--sampler", default="ddim", choices=["ddim", "euler", "euler_a"])
+    p.add_argument("--model", default=None, help="SD1.x single-file checkpoint (default: built-in demo model)")
+    p.add_argument("--motion", default=None, help="motion module .safetensors/.ckpt (CCDM or AnimateDiff v1-v3)")
+    p.add_argument("--context-length", type=int, default=16)
+    p.add_argument("--context-overlap", type=int, default=4)
+    p.add_argument("--closed-loop", action="store_true")
+    p.add_argument("--format", default=None, choices=["mp4", "gif", "webm", "webp", "png"],
+                   help="default: from the --out extension")
+    p.add_argument("--out", required=True)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _bench_parser(sub) -> None:
+    p = sub.add_parser("bench", help="benchmarks (not tests): prints one JSON line")
+    p.add_argument("what", choices=["motion"])
+    p.add_argument("--size", default="tiny", choices=["tiny", "sd15"])
+    p.add_argument("--frames", type=int, default=16)
+    p.add_argument("--latent", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=3)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ccdm", description="CCDM video generation for Stable Diffusion 1.x")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _generate_parser(sub)
+    p = sub.add_parser("inspect", help="print what a motion module file is, as JSON")
+    p.add_argument("path")
+    _bench_parser(sub)
+    return parser
+
+
+def _output_format(args) -> str:
+    from .video import FORMATS
+
+    suffix = Path(args.out).suffix.lower().lstrip(".")
+    fmt = args.format or suffix
+    if fmt not in FORMATS:
+        raise CCDMError(f"cannot tell the format of {args.out!r}; use --format or an extension: {', '.join(FORMATS)}")
+    if suffix and suffix != fmt:
+        raise CCDMError(f"--out {args.out!r} has extension .{suffix} but --format is {fmt}")
+    return fmt
+
+
+def cmd_generate(args) -> dict:
+    from .motion_io import load_motion_module
+    from .pipeline import VideoSettings, generate
+    from .sd.loader import build_default_model, load_sd_checkpoint
+    from .video import write_video
+
+    fmt = _output_format(args)
+    size = 64 if args.model is None else 256
+    settings = VideoSettings(
+        prompt=args.prompt, negative_prompt=args.negative, frames=args.frames, fps=args.fps,
+        width=args.width or size, height=args.height or size, steps=args.steps, cfg_scale=args.cfg, seed=args.seed,
+        sampler=args.sampler, context_length=args.context_length, context_overlap=args.context_overlap,
+        closed_loop=args.closed_loop)
+    model = load_sd_checkpoint(args.model) if args.model else build_default_model()
+    motion = load_motion_module(args.motion) if args.motion else None
+    name = Path(args.motion).stem if args.motion else ""
+    result = generate(model, motion, settings, progress=not args.quiet, motion_name=name)
+    path = write_video(result.frames, args.out, settings.fps, fmt, result.infotext)
+    return {"path": str(path), "frames": int(result.frames.shape[0]), "fps": settings.fps, "seed": result.seed,
+            "motion_sha256": motion.info.sha256 if motion is not None else None,
+            "seconds": round(result.seconds, 3)}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "generate":
+            out = cmd_generate(args)
+        elif args.command == "inspect":
+            from .motion_io import inspect_motion_file
+
+            out = inspect_motion_file(args.path)
+        else:
+            from .bench import bench_motion
+
+            out = bench_motion(args.size, args.frames, args.latent, args.repeats)
+    except CCDMError as err:
+        print(f"ccdm: error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(out, sort_keys=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

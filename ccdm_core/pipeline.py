@@ -1,0 +1,194 @@
+"""Standalone text-to-video: an SD1.x model plus a motion module, sampled in context windows, decoded per frame."""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import secrets
+import time
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from einops import rearrange
+
+from .errors import CCDMError
+from .inject import inject_motion
+from .motion import MotionModule
+from .sampling import (EpsVideoDenoiser, SAMPLERS, ddim_sigmas, get_sampler, get_sigmas, initial_noise,
+                       video_generators, video_noise_sampler)
+from .schedules import make_alphas_cumprod
+from .sd.sdpa import sdpa_cross_attention
+from .windows import WindowedDenoiser
+
+MAX_FRAMES = 1024  # latents are tiny; windows bound the UNet batch and the VAE decodes frame by frame
+SAMPLER_LABELS = {"ddim": "DDIM", "euler": "Euler", "euler_a": "Euler a"}
+
+
+def _check_range(name: str, value, low, high, kind=int) -> None:
+    ok = not isinstance(value, bool) and isinstance(value, (int, float) if kind is float else int)
+    if not ok or not low <= value <= high:
+        raise CCDMError(f"{name} must be {'a number' if kind is float else 'an integer'} in {low}..{high}, "
+                        f"got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoSettings:
+    """What to generate; validated on construction, serialised by field name."""
+
+    prompt: str
+    negative_prompt: str = ""
+    frames: int = 16
+    fps: float = 8.0
+    width: int = 256
+    height: int = 256
+    steps: int = 20
+    cfg_scale: float = 7.5
+    seed: int = -1  # -1: a random seed, reported in the result
+    sampler: str = "ddim"
+    context_length: int = 16
+    context_overlap: int = 4
+    closed_loop: bool = False
+
+    def __post_init__(self):
+        if not isinstance(self.prompt, str) or not isinstance(self.negative_prompt, str):
+            raise CCDMError("prompt and negative_prompt must be strings")
+        _check_range("frames", self.frames, 1, MAX_FRAMES)
+        _check_range("fps", self.fps, 0.1, 120, float)
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            _check_range(name, value, 64, 2048)
+            if value % 8:
+                raise CCDMError(f"{name} {value} is not a multiple of 8; accepted: 64..2048 in steps of 8")
+        _check_range("steps", self.steps, 1, 500)
+        _check_range("cfg_scale", self.cfg_scale, 0, 50, float)
+        _check_range("seed", self.seed, -1, 2**63 - 1)
+        if self.sampler not in SAMPLERS:
+            raise CCDMError(f"unknown sampler {self.sampler!r}; accepted: {', '.join(SAMPLERS)}")
+        _check_range("context_length", self.context_length, 1, MAX_FRAMES)
+        _check_range("context_overlap", self.context_overlap, 0, self.context_length - 1)
+
+    def context_label(self) -> str:
+        loop = "/loop" if self.closed_loop else ""
+        return f"{self.context_length}/{self.context_overlap}{loop}"
+
+
+@dataclasses.dataclass
+class VideoResult:
+    frames: np.ndarray  # (f, h, w, 3) uint8
+    latents: torch.Tensor  # (1, 4, f, h/8, w/8)
+    seed: int
+    infotext: str
+    seconds: float
+
+
+def _alphas_cumprod(model, motion: Optional[MotionModule]) -> torch.Tensor:
+    """The module's training schedule when a module is used (AnimateDiff: linear betas), else the model's own."""
+    if motion is not None:
+        info = motion.info
+        return make_alphas_cumprod(info.beta_schedule, info.beta_start, info.beta_end, model.timesteps)
+    return make_alphas_cumprod("scaled_linear", model.linear_start, model.linear_end, model.timesteps)
+
+
+def _sigmas(settings: VideoSettings, alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    if settings.sampler == "ddim":
+        return ddim_sigmas(alphas_cumprod, settings.steps)
+    return get_sigmas(alphas_cumprod, settings.steps, "uniform")
+
+
+def _unet_call(unet, handle):
+    def call(x, t, context, num_frames):
+        if handle is not None:
+            handle.num_frames = num_frames
+        return unet(x, t, context)
+    return call
+
+
+def _check_motion(settings: VideoSettings, motion: Optional[MotionModule]) -> None:
+    if motion is not None and min(settings.context_length, settings.frames) > motion.max_frames:
+        raise CCDMError(f"context_length {settings.context_length} exceeds the motion module's {motion.max_frames} "
+                        f"frame positions; accepted 1..{motion.max_frames}")
+
+
+def _progress(total: int, enabled: bool, callback: Optional[Callable]):
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc="ccdm", unit="step", disable=not enabled, leave=False)
+
+    def report(info):
+        bar.update(1)
+        if callback is not None:
+            callback(info)
+    return bar, report
+
+
+@torch.no_grad()
+def sample_latents(model, motion: Optional[MotionModule], settings: VideoSettings, seed: int,
+                   progress: bool = False, callback: Optional[Callable] = None) -> torch.Tensor:
+    """The denoised latent video `1 4 f h/8 w/8` (cond and uncond are separate videos of one UNet batch)."""
+    # 1. Conditioning, schedule and noise.
+    _check_motion(settings, motion)
+    unet = model.unet
+    dtype, device = next(unet.parameters()).dtype, next(unet.parameters()).device
+    cond = model.encode_prompts([settings.prompt]).to(device, dtype)
+    uncond = model.encode_prompts([settings.negative_prompt]).to(device, dtype)
+    alphas_cumprod = _alphas_cumprod(model, motion)
+    sigmas = _sigmas(settings, alphas_cumprod).to(device)
+    shape = (1, 4, settings.frames, settings.height // 8, settings.width // 8)
+    generators = video_generators([seed])
+    x = initial_noise(shape, generators, torch.float32, device) * sigmas[0]
+    # 2. Patches for the run: fused attention, the motion module; both restored on exit.
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(sdpa_cross_attention(unet))
+        handle = None
+        if motion is not None:
+            first = min(settings.frames, settings.context_length)
+            handle = stack.enter_context(inject_motion(unet, motion, first))
+        denoiser = EpsVideoDenoiser(_unet_call(unet, handle), alphas_cumprod, settings.cfg_scale)
+        windowed = WindowedDenoiser(denoiser, settings.context_length, settings.context_overlap,
+                                    settings.closed_loop, frame_args={"cond": (1, 4), "uncond": (1, 4)})
+        bar, report = _progress(settings.steps, progress, callback)
+        # 3. Sample; every sampler continues from the (windowed) denoised prediction.
+        with bar:
+            sampler = get_sampler(settings.sampler)
+            return sampler(windowed, x, sigmas, extra_args={"cond": cond, "uncond": uncond}, callback=report,
+                           noise_sampler=video_noise_sampler(x, generators))
+
+
+@torch.no_grad()
+def decode_frames(model, latents: torch.Tensor) -> np.ndarray:
+    """VAE-decode one frame at a time (bounded memory); uint8 `(f, h, w, 3)`."""
+    vae = model.vae
+    dtype = next(vae.parameters()).dtype
+    frames = []
+    for z in rearrange(latents, "b c f h w -> (b f) c h w"):
+        image = vae.decode((z[None] / model.scale_factor).to(dtype)).float().clamp(-1, 1)
+        frames.append(rearrange((image[0] + 1) * 127.5, "c h w -> h w c").round().byte().cpu().numpy())
+    return np.stack(frames)
+
+
+def generate(model, motion: Optional[MotionModule], settings: VideoSettings, progress: bool = False,
+             callback: Optional[Callable] = None, motion_name: str = "") -> VideoResult:
+    """Text to video with the standalone engine."""
+    start = time.perf_counter()
+    seed = settings.seed if settings.seed >= 0 else secrets.randbelow(2**32)
+    latents = sample_latents(model, motion, settings, seed, progress, callback)
+    frames = decode_frames(model, latents)
+    info = build_video_infotext(settings, seed, model, motion, motion_name)
+    return VideoResult(frames, latents, seed, info, time.perf_counter() - start)
+
+
+def build_video_infotext(settings: VideoSettings, seed: int, model, motion, motion_name: str = "") -> str:
+    from .infotext import build_infotext
+
+    model_hash = getattr(model, "sha256", None)
+    motion_label = None
+    if motion is not None:
+        motion_label = f"{motion_name or motion.info.format} [{motion.info.shorthash or 'unsaved'}]"
+    params = {
+        "Steps": settings.steps, "Sampler": SAMPLER_LABELS[settings.sampler], "CFG scale": settings.cfg_scale,
+        "Seed": seed, "Size": f"{settings.width}x{settings.height}",
+        "Model hash": model_hash[:10] if model_hash else None, "Model": getattr(model, "source", None),
+        "CCDM motion module": motion_label, "CCDM frames": settings.frames, "CCDM fps": settings.fps,
+        "CCDM context": settings.context_label(),
+    }
+    return build_infotext(settings.prompt, settings.negative_prompt, params)

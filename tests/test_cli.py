@@ -1,0 +1,87 @@
+"""`ccdm` CLI: every output format with the requested frames and fps, infotext, JSON line, exit code 2."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ccdm_core.cli import main
+from ccdm_core.video import read_infotext, read_video
+
+FAST = ["--prompt", "a red fox, camera pans left", "--frames", "5", "--fps", "10", "--steps", "2", "--seed", "11",
+        "--quiet"]
+
+
+def run_cli(capsys, *args):
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("fmt", ["mp4", "gif", "webm", "webp", "png"])
+def test_generate_writes_every_format(tmp_path, capsys, fmt):
+    out_path = tmp_path / f"clip.{fmt}"
+    code, out, err = run_cli(capsys, "generate", *FAST, "--out", str(out_path))
+    assert code == 0, err
+    line = json.loads(out.strip().splitlines()[-1])
+    assert line["path"] == str(out_path) and line["frames"] == 5 and line["seed"] == 11
+    assert set(line) == {"path", "frames", "fps", "seed", "motion_sha256", "seconds"}
+    frames, fps = read_video(out_path)
+    assert frames.shape[0] == 5 and fps == pytest.approx(10, rel=0.02)
+    info = read_infotext(out_path)
+    assert "a red fox, camera pans left" in info and "Seed: 11" in info and "Steps: 2" in info
+    assert [p.name for p in tmp_path.iterdir()] == [out_path.name]
+
+
+def test_motion_module_shorthash_in_json_and_infotext(tmp_path, capsys):
+    import torch
+    from ccdm_core import new_motion_module, save_motion_module
+    from ccdm_core.sd.loader import build_default_model
+
+    module = new_motion_module(build_default_model().unet)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.normal_(0, 0.02)
+    sha = save_motion_module(module, tmp_path / "mm.safetensors")
+    code, out, err = run_cli(capsys, "generate", *FAST, "--motion", str(tmp_path / "mm.safetensors"),
+                             "--out", str(tmp_path / "v.gif"))
+    assert code == 0, err
+    assert json.loads(out)["motion_sha256"] == sha
+    assert f"CCDM motion module: mm [{sha[:10]}]" in read_infotext(tmp_path / "v.gif")
+    code, out, _ = run_cli(capsys, "inspect", str(tmp_path / "mm.safetensors"))
+    info = json.loads(out)
+    assert code == 0 and info["sha256"] == sha and info["format"] == "ccdm" and info["max_frames"] == 32
+
+
+@pytest.mark.parametrize("extra,words", [
+    (["--frames", "0"], "frames must be an integer in 1..1024"),
+    (["--width", "70"], "multiple of 8"),
+    (["--context-length", "4", "--context-overlap", "4"], "context_overlap"),
+    (["--format", "gif"], "has extension .mp4 but --format is gif"),
+    (["--model", "missing.safetensors"], "no such file"),
+    (["--motion", "missing.ckpt"], "no such file"),
+])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, extra, words):
+    args = ["generate", *FAST, *extra, "--out", str(tmp_path / "clip.mp4")]
+    code, out, err = run_cli(capsys, *args)
+    assert code == 2 and words in err and len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_inspect_refuses_non_motion_files(tmp_path, capsys):
+    from safetensors.torch import save_file
+    import torch
+
+    save_file({"model.diffusion_model.x": torch.zeros(1)}, str(tmp_path / "sd.safetensors"))
+    code, _, err = run_cli(capsys, "inspect", str(tmp_path / "sd.safetensors"))
+    assert code == 2 and "Stable Diffusion checkpoint" in err
+
+
+def test_module_entry_point_and_bench_line():
+    done = subprocess.run([sys.executable, "-m", "ccdm_core", "bench", "motion", "--frames", "2", "--latent", "8",
+                           "--repeats", "1"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    line = json.loads(done.stdout)
+    assert line["flop_ratio"] > 1.0 and line["median_s_bare"] > 0 and line["time_ratio"] > 0
