@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+from . import evaluate_cli
 from .errors import CCDMError
 
 
@@ -29,6 +30,15 @@ def _generate_parser(sub) -> None:
     p.add_argument("--closed-loop", action="store_true")
     p.add_argument("--format", default=None, choices=["mp4", "gif", "webm", "webp", "png"],
                    help="default: from the --out extension")
+    p.add_argument("--keyframe", action="append", default=[], metavar="FRAME=PATH[@STRENGTH]",
+                   help="an image pinned at a frame (repeatable), e.g. 12=cat.png@0.8")
+    p.add_argument("--keyframes-json", default=None, help='JSON list [{"frame": 0, "image": PATH, "strength": 1}]')
+    p.add_argument("--prompt-schedule", default=None, help='per-frame prompts {"0": "a cat", "12": "a dog"}')
+    p.add_argument("--fusion-strength", type=float, default=0.5, help="pyramid patch-matching fusion, 0..1 (0 = off)")
+    p.add_argument("--cross-frame-strength", type=float, default=0.5, help="cross-frame attention, 0..1 (0 = off)")
+    p.add_argument("--fusion-mode", default="temporal", choices=["uniform", "temporal", "keyframe"])
+    p.add_argument("--anchor-first", action="store_true",
+                   help="render frame 0 with the plain text-to-image model first, then animate from it")
     p.add_argument("--out", required=True)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -49,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="print what a motion module file is, as JSON")
     p.add_argument("path")
     _bench_parser(sub)
+    evaluate_cli.add_parser(sub)
     return parser
 
 
@@ -64,6 +75,25 @@ def _output_format(args) -> str:
     return fmt
 
 
+def _keyframes(args) -> list:
+    """Keyframes from --keyframe, --keyframes-json and --prompt-schedule (prompts join images at equal frames)."""
+    from .keyframes import Keyframe, parse_keyframe_arg, parse_keyframes_json, parse_prompt_schedule
+
+    keyframes = [parse_keyframe_arg(text) for text in args.keyframe]
+    if args.keyframes_json:
+        text = args.keyframes_json
+        if not text.lstrip().startswith("[") and Path(text).is_file():
+            text = Path(text).read_text()
+        keyframes += parse_keyframes_json(text)
+    by_frame = {kf.frame: kf for kf in keyframes}
+    if len(by_frame) != len(keyframes):
+        raise CCDMError("two keyframes at the same frame; accepted: one keyframe per frame")
+    for frame, prompt in (parse_prompt_schedule(args.prompt_schedule) if args.prompt_schedule else {}).items():
+        old = by_frame.get(frame)
+        by_frame[frame] = Keyframe(frame, old.image if old else None, old.strength if old else 1.0, prompt)
+    return [by_frame[f] for f in sorted(by_frame)]
+
+
 def cmd_generate(args) -> dict:
     from .motion_io import load_motion_module
     from .pipeline import VideoSettings, generate
@@ -76,11 +106,13 @@ def cmd_generate(args) -> dict:
         prompt=args.prompt, negative_prompt=args.negative, frames=args.frames, fps=args.fps,
         width=args.width or size, height=args.height or size, steps=args.steps, cfg_scale=args.cfg, seed=args.seed,
         sampler=args.sampler, context_length=args.context_length, context_overlap=args.context_overlap,
-        closed_loop=args.closed_loop)
+        closed_loop=args.closed_loop, fusion_strength=args.fusion_strength,
+        cross_frame_strength=args.cross_frame_strength, fusion_mode=args.fusion_mode, anchor_first=args.anchor_first)
+    keyframes = _keyframes(args)
     model = load_sd_checkpoint(args.model) if args.model else build_default_model()
     motion = load_motion_module(args.motion) if args.motion else None
     name = Path(args.motion).stem if args.motion else ""
-    result = generate(model, motion, settings, progress=not args.quiet, motion_name=name)
+    result = generate(model, motion, settings, progress=not args.quiet, motion_name=name, keyframes=keyframes)
     path = write_video(result.frames, args.out, settings.fps, fmt, result.infotext)
     return {"path": str(path), "frames": int(result.frames.shape[0]), "fps": settings.fps, "seed": result.seed,
             "motion_sha256": motion.info.sha256 if motion is not None else None,
@@ -96,6 +128,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             from .motion_io import inspect_motion_file
 
             out = inspect_motion_file(args.path)
+        elif args.command == "evaluate":
+            out = evaluate_cli.run(args)
         else:
             from .bench import bench_motion
 

@@ -5,14 +5,18 @@ import contextlib
 import dataclasses
 import secrets
 import time
-from typing import Callable, Optional
+from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 import torch
 from einops import rearrange
 
+from .cross_frame import FrameContext, cross_frame_attention, window_anchors
 from .errors import CCDMError
+from .feedback import FeedbackDenoiser
+from .fusion import FusionSettings, PatchFusion
 from .inject import inject_motion
+from .keyframes import Keyframe, check_keyframes, encode_keyframes, scheduled_conditioning
 from .motion import MotionModule
 from .sampling import (EpsVideoDenoiser, SAMPLERS, ddim_sigmas, get_sampler, get_sigmas, initial_noise,
                        video_generators, video_noise_sampler)
@@ -48,6 +52,10 @@ class VideoSettings:
     context_length: int = 16
     context_overlap: int = 4
     closed_loop: bool = False
+    fusion_strength: float = 0.5  # pyramid patch-matching fusion; 0 = off (bit-identical to no fusion)
+    cross_frame_strength: float = 0.5  # cross-frame attention; 0 = off
+    fusion_mode: str = "temporal"  # uniform (eq. 11 as printed) | temporal | keyframe
+    anchor_first: bool = False  # render frame 0 with the plain text-to-image model first, then animate from it
 
     def __post_init__(self):
         if not isinstance(self.prompt, str) or not isinstance(self.negative_prompt, str):
@@ -66,6 +74,11 @@ class VideoSettings:
             raise CCDMError(f"unknown sampler {self.sampler!r}; accepted: {', '.join(SAMPLERS)}")
         _check_range("context_length", self.context_length, 1, MAX_FRAMES)
         _check_range("context_overlap", self.context_overlap, 0, self.context_length - 1)
+        self.fusion()  # validates strengths and mode
+
+    def fusion(self) -> FusionSettings:
+        return FusionSettings(strength=self.fusion_strength, mode=self.fusion_mode,
+                              cross_frame_strength=self.cross_frame_strength)
 
     def context_label(self) -> str:
         loop = "/loop" if self.closed_loop else ""
@@ -103,6 +116,14 @@ def _unet_call(unet, handle):
     return call
 
 
+def _window_denoiser(denoiser: EpsVideoDenoiser, frame_ctx: FrameContext, keyframes):
+    """Tells cross-frame attention each window's anchors, then runs the CFG denoiser on the window."""
+    def call(x, sigma, window, **extra):
+        frame_ctx.set_window(len(window), window_anchors(window, keyframes))
+        return denoiser(x, sigma, **extra)
+    return call
+
+
 def _check_motion(settings: VideoSettings, motion: Optional[MotionModule]) -> None:
     if motion is not None and min(settings.context_length, settings.frames) > motion.max_frames:
         raise CCDMError(f"context_length {settings.context_length} exceeds the motion module's {motion.max_frames} "
@@ -121,36 +142,66 @@ def _progress(total: int, enabled: bool, callback: Optional[Callable]):
     return bar, report
 
 
+def _conditioning(model, settings: VideoSettings, keyframes: Sequence[Keyframe], device, dtype):
+    """cond `1 T D`, or `1 f T D` when keyframes carry prompts (interpolated between them); uncond `1 T D`."""
+    schedule = {kf.frame: kf.prompt for kf in keyframes if kf.prompt}
+    if schedule:
+        schedule.setdefault(0, settings.prompt)
+        cond = scheduled_conditioning(model.encode_prompts, settings.frames, schedule)
+    else:
+        cond = model.encode_prompts([settings.prompt])
+    return cond.to(device, dtype), model.encode_prompts([settings.negative_prompt]).to(device, dtype)
+
+
+def _anchor_first(model, settings: VideoSettings, keyframes: List[Keyframe], seed: int) -> List[Keyframe]:
+    """Anchor-first: frame 0 rendered by the plain text-to-image model (same prompt, seed) becomes a keyframe."""
+    if not settings.anchor_first or any(kf.frame == 0 and kf.image is not None for kf in keyframes):
+        return keyframes
+    still = dataclasses.replace(settings, frames=1, fusion_strength=0.0, cross_frame_strength=0.0,
+                                anchor_first=False)
+    latent = sample_latents(model, None, still, seed)[0, :, 0]
+    prompt = next((kf.prompt for kf in keyframes if kf.frame == 0), None)
+    return [Keyframe(0, latent, 1.0, prompt)] + [kf for kf in keyframes if kf.frame != 0]
+
+
 @torch.no_grad()
 def sample_latents(model, motion: Optional[MotionModule], settings: VideoSettings, seed: int,
-                   progress: bool = False, callback: Optional[Callable] = None) -> torch.Tensor:
+                   progress: bool = False, callback: Optional[Callable] = None,
+                   keyframes: Sequence[Keyframe] = ()) -> torch.Tensor:
     """The denoised latent video `1 4 f h/8 w/8` (cond and uncond are separate videos of one UNet batch)."""
-    # 1. Conditioning, schedule and noise.
+    # 1. Keyframes, conditioning, schedule and noise.
     _check_motion(settings, motion)
+    keyframes = _anchor_first(model, settings, check_keyframes(keyframes, settings.frames), seed)
     unet = model.unet
     dtype, device = next(unet.parameters()).dtype, next(unet.parameters()).device
-    cond = model.encode_prompts([settings.prompt]).to(device, dtype)
-    uncond = model.encode_prompts([settings.negative_prompt]).to(device, dtype)
+    cond, uncond = _conditioning(model, settings, keyframes, device, dtype)
+    key_latents = encode_keyframes(model.vae.encode, keyframes, settings.width, settings.height, model.scale_factor)
     alphas_cumprod = _alphas_cumprod(model, motion)
     sigmas = _sigmas(settings, alphas_cumprod).to(device)
-    shape = (1, 4, settings.frames, settings.height // 8, settings.width // 8)
     generators = video_generators([seed])
+    shape = (1, 4, settings.frames, settings.height // 8, settings.width // 8)
     x = initial_noise(shape, generators, torch.float32, device) * sigmas[0]
-    # 2. Patches for the run: fused attention, the motion module; both restored on exit.
+    fusion = settings.fusion()
+    frame_ctx = FrameContext(fusion.cross_frame_strength)
+    # 2. Patches for the run (fused attention, cross-frame attention, motion module), all restored on exit.
     with contextlib.ExitStack() as stack:
         stack.enter_context(sdpa_cross_attention(unet))
+        stack.enter_context(cross_frame_attention(unet, frame_ctx))
         handle = None
         if motion is not None:
-            first = min(settings.frames, settings.context_length)
-            handle = stack.enter_context(inject_motion(unet, motion, first))
+            handle = stack.enter_context(inject_motion(unet, motion, min(settings.frames, settings.context_length)))
         denoiser = EpsVideoDenoiser(_unet_call(unet, handle), alphas_cumprod, settings.cfg_scale)
-        windowed = WindowedDenoiser(denoiser, settings.context_length, settings.context_overlap,
-                                    settings.closed_loop, frame_args={"cond": (1, 4), "uncond": (1, 4)})
+        windowed = WindowedDenoiser(_window_denoiser(denoiser, frame_ctx, sorted(key_latents)),
+                                    settings.context_length, settings.context_overlap, settings.closed_loop,
+                                    frame_args={"cond": (1, 4), "uncond": (1, 4)}, pass_window=True)
+        # 3. Frame feedback: keyframe guidance and fusion on the whole clip; the sampler continues from it.
+        fusion_module = PatchFusion.from_extras(motion.extras) if motion is not None else None
+        feedback = FeedbackDenoiser(windowed, sigmas, fusion, key_latents,
+                                    {kf.frame: kf.strength for kf in keyframes}, fusion_module)
         bar, report = _progress(settings.steps, progress, callback)
-        # 3. Sample; every sampler continues from the (windowed) denoised prediction.
         with bar:
             sampler = get_sampler(settings.sampler)
-            return sampler(windowed, x, sigmas, extra_args={"cond": cond, "uncond": uncond}, callback=report,
+            return sampler(feedback, x, sigmas, extra_args={"cond": cond, "uncond": uncond}, callback=report,
                            noise_sampler=video_noise_sampler(x, generators))
 
 
@@ -167,18 +218,21 @@ def decode_frames(model, latents: torch.Tensor) -> np.ndarray:
 
 
 def generate(model, motion: Optional[MotionModule], settings: VideoSettings, progress: bool = False,
-             callback: Optional[Callable] = None, motion_name: str = "") -> VideoResult:
+             callback: Optional[Callable] = None, motion_name: str = "",
+             keyframes: Sequence[Keyframe] = ()) -> VideoResult:
     """Text to video with the standalone engine."""
     start = time.perf_counter()
     seed = settings.seed if settings.seed >= 0 else secrets.randbelow(2**32)
-    latents = sample_latents(model, motion, settings, seed, progress, callback)
+    latents = sample_latents(model, motion, settings, seed, progress, callback, keyframes)
     frames = decode_frames(model, latents)
-    info = build_video_infotext(settings, seed, model, motion, motion_name)
+    info = build_video_infotext(settings, seed, model, motion, motion_name, keyframes)
     return VideoResult(frames, latents, seed, info, time.perf_counter() - start)
 
 
-def build_video_infotext(settings: VideoSettings, seed: int, model, motion, motion_name: str = "") -> str:
+def build_video_infotext(settings: VideoSettings, seed: int, model, motion, motion_name: str = "",
+                         keyframes: Sequence[Keyframe] = ()) -> str:
     from .infotext import build_infotext
+    from .keyframes import format_value_schedule
 
     model_hash = getattr(model, "sha256", None)
     motion_label = None
@@ -190,5 +244,9 @@ def build_video_infotext(settings: VideoSettings, seed: int, model, motion, moti
         "Model hash": model_hash[:10] if model_hash else None, "Model": getattr(model, "source", None),
         "CCDM motion module": motion_label, "CCDM frames": settings.frames, "CCDM fps": settings.fps,
         "CCDM context": settings.context_label(),
+        "CCDM fusion": f"{settings.fusion_strength:g}/{settings.cross_frame_strength:g}/{settings.fusion_mode}",
+        "CCDM anchor first": "true" if settings.anchor_first else None,
+        "CCDM keyframes": format_value_schedule({kf.frame: kf.strength for kf in keyframes if kf.image is not None})
+        or None,
     }
     return build_infotext(settings.prompt, settings.negative_prompt, params)

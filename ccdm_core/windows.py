@@ -54,29 +54,35 @@ class WindowedDenoiser:
     """
 
     def __init__(self, denoiser: Callable, context_length: int = 16, context_overlap: int = 4,
-                 closed_loop: bool = False, frame_args: Dict[str, Tuple[int, int]] = None):
+                 closed_loop: bool = False, frame_args: Dict[str, Tuple[int, int]] = None,
+                 pass_window: bool = False):
         plan_windows(1, context_length, context_overlap, closed_loop)  # validate once
         self.denoiser = denoiser
         self.context_length = context_length
         self.context_overlap = context_overlap
         self.closed_loop = closed_loop
         self.frame_args = dict(frame_args or {})
+        self.pass_window = pass_window  # call the denoiser with window=(global frame indices)
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **extra) -> torch.Tensor:
         num_frames = x.shape[2]
         windows = plan_windows(num_frames, self.context_length, self.context_overlap, self.closed_loop)
         if len(windows) == 1 and windows[0] == tuple(range(num_frames)):
-            return self.denoiser(x, sigma, **extra)
+            return self.denoiser(x, sigma, **self._with_window(extra, windows[0]))
         acc_dtype = _accumulator_dtype(x.device)
         acc = torch.zeros(x.shape, dtype=acc_dtype, device=x.device)
         total = torch.zeros(num_frames, dtype=acc_dtype, device=x.device)
         for window in windows:
             index = torch.tensor(window, device=x.device)
-            out = self.denoiser(x[:, :, index], sigma, **self._slice(extra, index, num_frames))
+            sliced = self._with_window(self._slice(extra, index, num_frames), window)
+            out = self.denoiser(x[:, :, index], sigma, **sliced)
             weight = window_weights(len(window)).to(device=x.device, dtype=acc_dtype)
             acc[:, :, index] += out.to(acc_dtype) * weight.view(1, 1, -1, 1, 1)
             total[index] += weight
         return (acc / total.view(1, 1, -1, 1, 1)).to(x.dtype)
+
+    def _with_window(self, extra: Dict, window: Window) -> Dict:
+        return dict(extra, window=window) if self.pass_window else extra
 
     def _slice(self, extra: Dict, index: torch.Tensor, num_frames: int) -> Dict:
         out = dict(extra)
