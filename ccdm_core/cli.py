@@ -45,11 +45,12 @@ def _generate_parser(sub) -> None:
 
 def _bench_parser(sub) -> None:
     p = sub.add_parser("bench", help="benchmarks (not tests): prints one JSON line")
-    p.add_argument("what", choices=["motion"])
+    p.add_argument("what", choices=["motion", "fusion"])
     p.add_argument("--size", default="tiny", choices=["tiny", "sd15"])
     p.add_argument("--frames", type=int, default=16)
     p.add_argument("--latent", type=int, default=32)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--motion", default=None, help="fusion: a motion module to use in both arms")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,9 +132,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         elif args.command == "evaluate":
             out = evaluate_cli.run(args)
         else:
-            from .bench import bench_motion
+            from .bench import bench_fusion, bench_motion
 
-            out = bench_motion(args.size, args.frames, args.latent, args.repeats)
+            if args.what == "motion":
+                out = bench_motion(args.size, args.frames, args.latent, args.repeats)
+            else:
+                out = bench_fusion(frames=args.frames, motion_path=args.motion)
     except CCDMError as err:
         print(f"ccdm: error: {err}", file=sys.stderr)
         return 2
