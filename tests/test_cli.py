@@ -26,7 +26,7 @@ def test_generate_writes_every_format(tmp_path, capsys, fmt):
     code, out, err = run_cli(capsys, "generate", *FAST, "--out", str(out_path))
     assert code == 0, err
     line = json.loads(out.strip().splitlines()[-1])
-    assert line["path"] == str(out_path) and line["frames"] == 5 and line["seed"] == 11
+    assert line["path"] == str(out_path.resolve()) and line["frames"] == 5 and line["seed"] == 11
     assert set(line) == {"path", "frames", "fps", "seed", "motion_sha256", "seconds"}
     frames, fps = read_video(out_path)
     assert frames.shape[0] == 5 and fps == pytest.approx(10, rel=0.02)

@@ -160,3 +160,26 @@ def test_unexpected_and_missing_keys_are_named():
     del state["up_blocks.0.motion_modules.0.temporal_transformer.transformer_blocks.0.ff.net.2.bias"]
     with pytest.raises(CCDMError, match="missing"):
         motion_module_from_state_dict(state)
+
+
+def test_non_tensor_files_and_failed_saves_leave_nothing(tmp_path, tiny_unet, monkeypatch):
+    torch.save({"state_dict": {"a": 1, "b": "text"}}, tmp_path / "plain.ckpt")
+    with pytest.raises(CCDMError, match="contains no tensors"):
+        load_motion_module(tmp_path / "plain.ckpt")
+    torch.save([1, 2, 3], tmp_path / "list.pt")
+    with pytest.raises(CCDMError, match="not a dictionary of tensors"):
+        load_motion_module(tmp_path / "list.pt")
+    module = new_motion_module(tiny_unet)
+    target = tmp_path / "out" / "m.safetensors"
+    save_motion_module(module, target)
+    before = target.read_bytes()
+    import safetensors.torch
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+    monkeypatch.setattr(safetensors.torch, "save_file", broken)
+    with pytest.raises(OSError, match="disk full"):
+        save_motion_module(randomize_(module), target)
+    assert target.read_bytes() == before and sorted(p.name for p in target.parent.iterdir()) == ["m.safetensors"]
+    with pytest.raises(CCDMError, match=".safetensors only"):
+        save_motion_module(module, tmp_path / "m.ckpt")
