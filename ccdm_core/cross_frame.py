@@ -6,8 +6,7 @@ own output by a strength in [0, 1]; at 0 the layer is not touched at all.
 """
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 from einops import rearrange
@@ -15,8 +14,7 @@ from torch import nn
 
 from .attention import attention
 from .errors import CCDMError
-
-_MISSING = object()
+from .patching import current_forward, patched_forwards
 
 
 class FrameContext:
@@ -51,7 +49,7 @@ def self_attention_layers(unet: nn.Module) -> List[nn.Module]:
 
 
 def _cross_frame_forward(layer: nn.Module, previous, ctx: FrameContext):
-    own = previous if previous is not _MISSING else type(layer).forward.__get__(layer)
+    own = current_forward(layer, previous)
 
     def forward(x: torch.Tensor, context=None, mask=None, **kwargs) -> torch.Tensor:
         out = own(x, context=context, mask=mask, **kwargs)
@@ -80,18 +78,7 @@ def _extended_attention(layer: nn.Module, x: torch.Tensor, ctx: FrameContext) ->
     return layer.to_out(out)
 
 
-@contextlib.contextmanager
-def cross_frame_attention(unet: nn.Module, ctx: FrameContext) -> Iterator[FrameContext]:
-    """Patch `attn1` of every spatial transformer for the block; strength 0 patches nothing."""
+def cross_frame_attention(unet: nn.Module, ctx: FrameContext):
+    """Context manager patching `attn1` of every spatial transformer for the block; strength 0 patches nothing."""
     layers = self_attention_layers(unet) if ctx.strength > 0 else []
-    saved = [(m, m.__dict__.get("forward", _MISSING)) for m in layers]
-    try:
-        for m, previous in saved:
-            m.__dict__["forward"] = _cross_frame_forward(m, previous, ctx)
-        yield ctx
-    finally:
-        for m, previous in saved:
-            if previous is _MISSING:
-                m.__dict__.pop("forward", None)
-            else:
-                m.__dict__["forward"] = previous
+    return patched_forwards(layers, lambda layer, previous: _cross_frame_forward(layer, previous, ctx))

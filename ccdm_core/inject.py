@@ -12,6 +12,7 @@ from torch.nn import functional as F
 
 from .errors import CCDMError
 from .motion import MotionModule, TemporalModule
+from .patching import patched_forwards
 from .unet_slots import Slot, check_fit
 
 
@@ -82,24 +83,6 @@ def _frame_norms(unet: nn.Module) -> List[nn.GroupNorm]:
     return [m for m in unet.modules() if isinstance(m, nn.GroupNorm) and id(m) not in skip]
 
 
-class _NormPatch:
-    """Instance-level forward override on GroupNorms, restored to exactly what was there."""
-
-    _MISSING = object()
-
-    def __init__(self, norms: List[nn.GroupNorm], handle: MotionHandle):
-        self.saved = [(n, n.__dict__.get("forward", self._MISSING)) for n in norms]
-        for norm in norms:
-            norm.__dict__["forward"] = _bound_video_norm(norm, handle)
-
-    def restore(self) -> None:
-        for norm, previous in self.saved:
-            if previous is self._MISSING:
-                norm.__dict__.pop("forward", None)
-            else:
-                norm.__dict__["forward"] = previous
-
-
 def _bound_video_norm(norm: nn.GroupNorm, handle: MotionHandle):
     def forward(x: torch.Tensor) -> torch.Tensor:
         return _video_group_norm(norm, handle, x)
@@ -133,18 +116,16 @@ def inject_motion(unet: nn.Module, module: MotionModule, num_frames: int,
     snapshot = _snapshot(slots)
     norms = _frame_norms(unet) if groupnorm_over_frames else []
     inserted: Dict[int, List[nn.Module]] = {}
-    patch = None
     try:
         # 2. insert from the highest index down so earlier indices of one container stay valid
         for slot in sorted(slots.values(), key=lambda s: -s.index):
             layer = TemporalSlot(module.get_submodule(slot.name), handle)
             _insert(slot.container, slot.index, layer)
             inserted.setdefault(id(slot.container), []).append(layer)
-        patch = _NormPatch(norms, handle)  # 3. v1: GroupNorm over frames
-        yield handle
+        # 3. v1: GroupNorm over frames, restored (by the inner context) before the layers are removed
+        with patched_forwards(norms, lambda norm, previous: _bound_video_norm(norm, handle)):
+            yield handle
     finally:
-        if patch is not None:
-            patch.restore()
         errors = []
         for key, (container, original) in snapshot.items():
             try:

@@ -41,8 +41,9 @@ def _read_safetensors(path: Path) -> Tuple[Dict[str, torch.Tensor], Dict[str, st
 
 
 def _read_pickle(path: Path) -> Dict[str, torch.Tensor]:
+    name = str(path)
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        obj = torch.load(name, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         text = str(err).lower()
         if "operand" in text or "load key" in text or "weights only" not in text and "global" not in text:

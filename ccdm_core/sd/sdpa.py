@@ -1,16 +1,14 @@
 """Run ldm's CrossAttention layers through the engine's attention backend (SDPA), as the WebUI's sdp option does."""
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator, List
+from typing import List
 
 import torch
 from einops import rearrange
 from torch import nn
 
 from ..attention import attention
-
-_MISSING = object()
+from ..patching import patched_forwards
 
 
 def cross_attention_layers(unet: nn.Module) -> List[nn.Module]:
@@ -31,18 +29,6 @@ def sdpa_forward(layer: nn.Module):
     return forward
 
 
-@contextlib.contextmanager
-def sdpa_cross_attention(unet: nn.Module) -> Iterator[List[nn.Module]]:
-    """Instance-level forward override on every CrossAttention; restored to exactly what was there."""
-    layers = cross_attention_layers(unet)
-    saved = [(m, m.__dict__.get("forward", _MISSING)) for m in layers]
-    try:
-        for m in layers:
-            m.__dict__["forward"] = sdpa_forward(m)
-        yield layers
-    finally:
-        for m, previous in saved:
-            if previous is _MISSING:
-                m.__dict__.pop("forward", None)
-            else:
-                m.__dict__["forward"] = previous
+def sdpa_cross_attention(unet: nn.Module):
+    """Context manager: an instance-level forward on every CrossAttention, restored to exactly what was there."""
+    return patched_forwards(cross_attention_layers(unet), lambda layer, previous: sdpa_forward(layer))
