@@ -1,4 +1,4 @@
-"""`python -m train.mini vae|base --out DIR [--steps N] [--seed S]`: train one ccdm-mini stage."""
+"""`python -m train.mini vae|base|classifier --out DIR [--steps N] [--seed S]`: train one ccdm-mini stage."""
 from __future__ import annotations
 
 import argparse
@@ -11,19 +11,21 @@ import torch
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.mini", description=__doc__)
-    parser.add_argument("stage", choices=["vae", "base"])
+    parser.add_argument("stage", choices=["vae", "base", "classifier"])
     parser.add_argument("--out", required=True, help="folder for the stage's files (the base stage reads vae)")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
+    from .classifier import train_classifier
     from .stages import train_base, train_vae, write_stats
 
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     kwargs = {"seed": args.seed} if args.steps is None else {"seed": args.seed, "steps": args.steps}
-    stats = train_vae(out, **kwargs) if args.stage == "vae" else train_base(out, **kwargs)
+    stage = {"vae": train_vae, "base": train_base, "classifier": train_classifier}[args.stage]
+    stats = stage(out, **kwargs)
     write_stats(out, stats)
     print(json.dumps(stats))
     return 0

@@ -1,0 +1,6 @@
+"""`python -m train`: the training command line."""
+import sys
+
+from .cli import main
+
+sys.exit(main())
