@@ -4,6 +4,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.ccdm-installed
 DEMO_OUT ?= outputs/demo.mp4
+# gradio 3.41.2 (the WebUI 1.6.0 pin) serves only with fastapi 0.94 and numpy<2, so the WebUI UI test runs in a
+# second venv inside the first. Step 2 lowers numpy, Pillow, einops and safetensors to the WebUI's pins (no resolver: it backtracks).
+GRADIO3 ?= $(VENV)/gradio3
+GRADIO3_STAMP := $(GRADIO3)/.ccdm-installed
 
 .PHONY: demo test test-webui bench clean-venv
 
@@ -15,10 +19,16 @@ $(STAMP): pyproject.toml requirements-dev.txt Makefile
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+$(GRADIO3_STAMP): Makefile $(STAMP)
+	test -x $(GRADIO3)/bin/python || $(PYTHON) -m venv $(GRADIO3)
+	$(GRADIO3)/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0 gradio==3.41.2 fastapi==0.94.0 httpx==0.24.1 "numpy<2"
+	$(GRADIO3)/bin/python -m pip install -q --disable-pip-version-check --no-deps numpy==1.23.5 matplotlib==3.7.5 contourpy==1.1.1 Pillow==9.5.0 einops==0.4.1 safetensors==0.3.1 imageio-ffmpeg
+	touch $(GRADIO3_STAMP)
+
 demo: $(STAMP)
 	$(VENV)/bin/ccdm generate --prompt "a cat, camera zooms in" --frames 16 --fps 8 --out $(DEMO_OUT)
 
-test: $(STAMP)
+test: $(STAMP) $(GRADIO3_STAMP)
 	$(PY) -m pytest -q -m "not webui and not slow"
 
 test-webui: $(STAMP)

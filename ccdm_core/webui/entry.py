@@ -1,0 +1,51 @@
+"""Registers CCDM's WebUI callbacks: the txt2vid tab, the settings section, the API routes and the unload hook."""
+from __future__ import annotations
+
+import traceback
+
+
+def _logged(name, fn):
+    """The WebUI swallows callback exceptions; print ours visibly, then let the WebUI carry on."""
+    def call(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception:
+            print(f"CCDM: {name} failed:\n{traceback.format_exc()}")
+            raise
+    return call
+
+
+def on_ui_tabs():
+    from .tab import TAB_ID, build_tab
+
+    return [(build_tab(), "txt2vid", TAB_ID)]
+
+
+def on_ui_settings():
+    from .ui import register_settings
+
+    register_settings()
+
+
+def on_app_started(demo, app):
+    from .api import register_routes
+
+    register_routes(app)
+
+
+def on_script_unloaded():
+    from .patches import restore_leftovers
+    from .runtime import release_modules
+
+    restore_leftovers()
+    release_modules(force=True)
+
+
+def register_callbacks() -> None:
+    """Called by scripts/ccdm_script.py each time the WebUI (re)loads scripts (it clears callbacks first)."""
+    from modules import script_callbacks
+
+    script_callbacks.on_ui_tabs(_logged("txt2vid tab", on_ui_tabs))
+    script_callbacks.on_ui_settings(_logged("settings", on_ui_settings))
+    script_callbacks.on_app_started(_logged("API routes", on_app_started))
+    script_callbacks.on_script_unloaded(_logged("unload", on_script_unloaded))

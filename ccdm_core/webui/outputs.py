@@ -1,0 +1,82 @@
+"""Where and how a clip is written: `<root>/<date>/<NNNNN>-<seed>.<ext>` plus `.txt` infotext and optional frames."""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import re
+import secrets
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ..video import save_frames_png, write_video
+from .settings import VideoFormat
+
+_NUMBERED = re.compile(r"^(\d{5,})-")
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipFiles:
+    """The files written for one clip."""
+
+    stem: str
+    videos: Dict[str, Path]  # format name -> path, in the requested order
+    infotext: Optional[Path]
+    frames: List[Path]
+
+    def first(self) -> Optional[Path]:
+        return next(iter(self.videos.values()), None)
+
+
+def dated_folder(root: os.PathLike, today: Optional[datetime.date] = None) -> Path:
+    """`root/YYYY-MM-DD` (the WebUI's default `[date]` sub-folder pattern)."""
+    return Path(root) / (today or datetime.date.today()).isoformat()
+
+
+def next_sequence_number(folder: os.PathLike) -> int:
+    """One more than the highest `NNNNN-` prefix in the folder (0 for an empty or missing folder)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    numbers = [int(m.group(1)) for m in map(_NUMBERED.match, os.listdir(folder)) if m]
+    return max(numbers, default=-1) + 1
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_clip(frames: np.ndarray, folder: os.PathLike, seed: int, formats: Sequence[VideoFormat], fps: float,
+               infotext: str, save_frames: bool = False) -> ClipFiles:
+    """Write one clip in every format (atomically, infotext embedded where the format allows) and its `.txt`."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = f"{next_sequence_number(folder):05d}-{seed}"
+    videos: Dict[str, Path] = {}
+    for fmt in formats:
+        name = VideoFormat(fmt).value
+        videos[name] = write_video(frames, folder / f"{stem}.{name}", fps, name, infotext)
+    text_path = folder / f"{stem}.txt"
+    _write_text(text_path, infotext)
+    frame_paths = save_frames_png(frames, folder / f"{stem}-frames", stem, infotext) if save_frames else []
+    return ClipFiles(stem, videos, text_path, list(frame_paths))
+
+
+def frames_from_unit_tensors(images: Sequence) -> np.ndarray:
+    """WebUI images (PIL or `c h w` tensors in [0, 1]) -> uint8 frames (f, h, w, 3)."""
+    out = []
+    for image in images:
+        if hasattr(image, "convert"):
+            out.append(np.asarray(image.convert("RGB"), dtype=np.uint8))
+        else:
+            array = image.detach().float().clamp(0, 1).mul(255).round().byte().cpu().numpy()
+            out.append(np.ascontiguousarray(np.moveaxis(array, 0, -1)))
+    return np.stack(out)

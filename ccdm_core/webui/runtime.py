@@ -1,0 +1,270 @@
+"""CCDM runs inside the WebUI's processing: module selection and cache, the wrapped `p.sample`, clip writing.
+
+Both entry points end here: the always-on script (txt2img/img2img hooks) and the txt2vid tab / API route, which
+build a `StableDiffusionProcessingTxt2Img` and go through `process_images`, so the WebUI's checkpoint, VAE,
+LoRAs, embeddings, samplers, progress, preview, Interrupt and Skip all apply.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import re
+import threading
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from ..errors import CCDMError
+from ..motion import MotionModule
+from ..motion_io import load_motion_module
+from . import env
+from .attention_dispatch import backend_for
+from .discovery import MotionEntry, list_motion_modules, no_module_message, resolve_motion_module
+from .outputs import ClipFiles, dated_folder, frames_from_unit_tensors, write_clip
+from .patches import check_run, restore_leftovers, video_patches
+from .settings import CCDMSettings, CCDMSettingsError, Txt2VidRequest
+
+_AND = re.compile(r"\bAND\b")
+_lock = threading.Lock()
+_entries: Optional[List[MotionEntry]] = None
+_loaded: Dict[str, MotionModule] = {}  # sha256 -> module on the WebUI's device (kept per the settings option)
+_formats: Dict[str, str] = {}  # sha256 -> motion-module format, for the listing route
+
+
+# ---------------------------------------------------------------- motion modules
+
+def list_modules(refresh: bool = False) -> List[MotionEntry]:
+    """The motion modules found (scanned once, again on refresh)."""
+    global _entries
+    with _lock:
+        if _entries is None or refresh:
+            _entries = list_motion_modules(env.motion_folders(), env.webui_sha256)
+        return list(_entries)
+
+
+def missing_message() -> str:
+    return no_module_message(env.motion_folders())
+
+
+def select_module(query: str) -> MotionEntry:
+    """The entry the settings name (empty: the default module of the settings section, else the first)."""
+    query = (query or "").strip() or str(env.opt("ccdm_default_motion_module") or "")
+    entries = list_modules()
+    try:
+        return resolve_motion_module(entries, query, env.motion_folders())
+    except CCDMSettingsError:
+        entries = list_modules(refresh=True)  # a file may have been added since the last scan
+        return resolve_motion_module(entries, query, env.motion_folders())
+
+
+def load_module(entry: MotionEntry, device, dtype) -> MotionModule:
+    """The module for a run, from the cache when the same file (sha256) was loaded before."""
+    key = entry.sha256 or entry.path
+    module = _loaded.get(key)
+    if module is None:
+        release_modules(force=True)  # one module in memory at a time
+        try:
+            module = load_motion_module(entry.path)
+        except CCDMError as err:
+            raise CCDMSettingsError("motion_module", str(err)) from None
+        _formats[key] = module.info.format
+    module.to(device=device, dtype=dtype)
+    _loaded[key] = module
+    return module
+
+
+def module_format(entry: MotionEntry) -> str:
+    """The module's format (ccdm, animatediff-v1/v2/v3); loads the file once on the CPU when not yet known."""
+    key = entry.sha256 or entry.path
+    if key not in _formats:
+        try:
+            _formats[key] = load_motion_module(entry.path).info.format
+        except CCDMError as err:
+            _formats[key] = f"unreadable: {err}"
+    return _formats[key]
+
+
+def release_modules(force: bool = False) -> None:
+    """Drop cached modules unless the settings keep them in memory."""
+    if force or not env.opt("ccdm_keep_module_in_memory"):
+        if _loaded:
+            _loaded.clear()
+            from modules import devices
+
+            devices.torch_gc()
+
+
+# ---------------------------------------------------------------- one run
+
+@dataclasses.dataclass
+class VideoRun:
+    """Per-run state: the settings, the chosen module, a deferred error, and what was written."""
+
+    settings: CCDMSettings
+    is_img2img: bool = False
+    entry: Optional[MotionEntry] = None
+    module: Optional[MotionModule] = None
+    error: Optional[Exception] = None
+    incomplete: List[bool] = dataclasses.field(default_factory=list)
+    clips: List[ClipFiles] = dataclasses.field(default_factory=list)
+
+    def fail(self, err: Exception) -> None:
+        if self.error is None:
+            self.error = err if isinstance(err, CCDMSettingsError) else CCDMSettingsError("ccdm", str(err))
+
+
+def prepare(run: VideoRun, p) -> None:
+    """Select and load the module and check it against the loaded checkpoint; record any error on the run."""
+    try:
+        _check_prompts(p)
+        from modules import devices
+
+        run.entry = select_module(run.settings.motion_module)
+        unet = p.sd_model.model.diffusion_model
+        run.module = load_module(run.entry, devices.device, next(unet.parameters()).dtype)
+        check_run(p.sd_model, run.module, run.settings)
+        p.extra_generation_params.update(run.settings.infotext_params(run.entry.label))
+    except CCDMError as err:
+        run.fail(err)
+    except Exception as err:  # the WebUI swallows errors in process(): keep it for p.sample to raise as it is
+        run.error = err
+
+
+def _check_prompts(p) -> None:
+    prompts = getattr(p, "all_prompts", None) or p.prompt
+    prompts = prompts if isinstance(prompts, list) else [prompts]
+    if any(isinstance(text, str) and _AND.search(text) for text in prompts):
+        raise CCDMSettingsError("prompt", "composable prompts (AND) are not supported for video; remove AND")
+
+
+def install_sample_wrapper(p, run: VideoRun) -> None:
+    """Replace `p.sample` on this processing object: patches live exactly as long as each sampling call."""
+    original = p.sample
+
+    def sample(*args, **kwargs):
+        if run.error is not None:
+            raise run.error  # before anything is touched: nothing sampled, nothing written
+        if run.module is None:
+            raise CCDMSettingsError("motion_module", "no motion module was prepared for this run")
+        from modules import devices, shared
+
+        dtype = next(run.module.parameters()).dtype
+        _, attention_fn, note = backend_for(env.optimizer_name(), devices.device, dtype)
+        if note:
+            print(f"CCDM: {note}")
+        with video_patches(p.sd_model, run.module, run.settings, attention_fn):
+            with _fresh_sampler(p, run), _first_frame_keyframe(p, run):
+                result = original(*args, **kwargs)
+        run.incomplete.append(bool(shared.state.interrupted or shared.state.skipped))
+        return result
+
+    p.sample = sample
+
+
+@contextlib.contextmanager
+def _fresh_sampler(p, run: VideoRun):
+    """img2img builds its sampler in `init`, before the schedule swap: build it again inside the swap."""
+    previous = getattr(p, "sampler", None)
+    if previous is None or not run.is_img2img:
+        yield
+        return
+    from modules import sd_samplers
+
+    p.sampler = sd_samplers.create_sampler(p.sampler_name, p.sd_model)
+    try:
+        yield
+    finally:
+        p.sampler = previous
+
+
+@contextlib.contextmanager
+def _first_frame_keyframe(p, run: VideoRun):
+    """img2img: the init image is the first frame of each video (frame 0 masked to the init latent)."""
+    init_latent = getattr(p, "init_latent", None) if run.is_img2img else None
+    if init_latent is None:
+        yield
+        return
+    import torch
+
+    saved = (p.mask, p.nmask)
+    keep = torch.zeros_like(init_latent[:, :1]).expand_as(init_latent).clone()
+    if p.mask is not None:
+        keep[:] = p.mask.to(keep)  # the user's inpainting mask applies to the other frames
+    keep[0] = 1.0
+    p.mask, p.nmask = keep.to(init_latent.dtype), (1.0 - keep).to(init_latent.dtype)
+    try:
+        yield
+    finally:
+        p.mask, p.nmask = saved
+
+
+# ---------------------------------------------------------------- writing clips
+
+def write_clips(p, processed, run: VideoRun, folder: Path) -> List[ClipFiles]:
+    """One clip per video from the processed images (frames are `p.batch_size` consecutive images)."""
+    from modules import shared
+
+    frames = run.settings.frames
+    first = getattr(processed, "index_of_first_image", 0)
+    images = processed.images[first:]
+    infotexts = list(getattr(processed, "infotexts", []) or [])[first:]
+    save_incomplete = bool(getattr(shared.opts, "save_incomplete_images", False))
+    for n in range(len(images) // frames):
+        if n < len(run.incomplete) and run.incomplete[n] and not save_incomplete:
+            continue
+        clip = frames_from_unit_tensors(images[n * frames:(n + 1) * frames])
+        info = infotexts[n * frames] if n * frames < len(infotexts) else processed.info
+        seed = p.all_seeds[n * frames] if getattr(p, "all_seeds", None) else processed.seed
+        run.clips.append(write_clip(clip, folder, seed, run.settings.formats, run.settings.fps, info,
+                                    bool(env.opt("ccdm_save_frames"))))
+    return run.clips
+
+
+def clip_folder(p=None) -> Path:
+    """The txt2vid folder (tab, API), or the tab's own output folder for the always-on script."""
+    root = env.opt("ccdm_outdir") if p is None else (getattr(p, "outpath_samples", None) or env.opt("ccdm_outdir"))
+    return dated_folder(root)
+
+
+# ---------------------------------------------------------------- the txt2vid tab and API route
+
+@dataclasses.dataclass
+class Txt2VidResult:
+    clips: List[ClipFiles]
+    images: list  # PIL frames of the first clip
+    info: str
+    seed: int
+    interrupted: bool
+
+
+def run_txt2vid(request: Txt2VidRequest) -> Txt2VidResult:
+    """Text to video through the WebUI's processing (the caller holds the WebUI's queue lock)."""
+    from modules import processing, shared
+
+    restore_leftovers()
+    # 1. Check the request against the WebUI: sampler, module, checkpoint.
+    if request.sampler_name not in env.all_sampler_names():
+        raise CCDMSettingsError("sampler_name", f"unknown sampler {request.sampler_name!r}; accepted: "
+                                f"{', '.join(env.sampler_names())}")
+    settings = request.video
+    p = processing.StableDiffusionProcessingTxt2Img(
+        sd_model=shared.sd_model, outpath_samples=str(clip_folder()), outpath_grids=str(clip_folder()),
+        prompt=request.prompt, negative_prompt=request.negative_prompt, seed=request.seed,
+        sampler_name=request.sampler_name, batch_size=settings.frames, n_iter=1, steps=request.steps,
+        cfg_scale=request.cfg_scale, width=request.width, height=request.height,
+        do_not_save_samples=True, do_not_save_grid=True)
+    run = VideoRun(settings)
+    with contextlib.closing(p):
+        prepare(run, p)
+        if run.error is not None:
+            raise run.error
+        # 2. Sample and decode through the WebUI; the wrapped p.sample holds the patches.
+        install_sample_wrapper(p, run)
+        try:
+            processed = processing.process_images(p)
+        finally:
+            release_modules()
+        # 3. Write the clip.
+        clips = write_clips(p, processed, run, clip_folder())
+    interrupted = bool(run.incomplete and run.incomplete[0])
+    return Txt2VidResult(clips, list(processed.images[:settings.frames]), processed.info, processed.seed,
+                         interrupted)

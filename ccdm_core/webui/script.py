@@ -1,0 +1,89 @@
+"""The always-on script "CCDM" for txt2img and img2img: settings in, `runtime` does the work.
+
+Hooks (WebUI 1.6.0 order): `before_process` sets the frame axis (`p.batch_size`) and wraps `p.sample`;
+`process` selects, loads and checks the motion module; the wrapped `p.sample` holds every patch for exactly one
+sampling call (try/finally); `postprocess` writes the clips. Disabled settings change nothing at all.
+"""
+from __future__ import annotations
+
+from modules import scripts
+
+from . import env
+from .patches import restore_leftovers
+from .settings import CCDMSettings, CCDMSettingsError
+
+TITLE = "CCDM"
+RUN_ATTR = "_ccdm_run"
+
+
+class CCDMScript(scripts.Script):
+    """Motion module, schedule swap and context windows for the batch; each batch becomes one video."""
+
+    def title(self):
+        return TITLE
+
+    def show(self, is_img2img):
+        return scripts.AlwaysVisible
+
+    def ui(self, is_img2img):
+        from .ui import build_script_ui
+
+        return build_script_ui(self, is_img2img)
+
+    def before_process(self, p, *args):
+        before_process(p, args[0] if args else None, self.is_img2img)
+
+    def process(self, p, *args):
+        process(p)
+
+    def postprocess(self, p, processed, *args):
+        postprocess(p, processed)
+
+
+def before_process(p, raw, is_img2img: bool) -> None:
+    """Parse the settings; when enabled, frames -> p.batch_size and the sampling wrapper is installed."""
+    from . import runtime
+
+    restore_leftovers()  # defensive: a previous run that never reached its finally
+    try:
+        settings = CCDMSettings.from_dict(raw, env.default_settings())
+    except CCDMSettingsError as err:
+        run = runtime.VideoRun(env.default_settings(), is_img2img, error=err)
+    else:
+        if not settings.enabled:
+            return
+        run = runtime.VideoRun(settings, is_img2img)
+        if is_img2img and len(getattr(p, "init_images", None) or []) > 1:
+            run.fail(CCDMSettingsError("init_images", "CCDM takes one init image (the first frame of every video), "
+                                       f"got {len(p.init_images)}"))
+        else:
+            p.batch_size = settings.frames
+    setattr(p, RUN_ATTR, run)
+    runtime.install_sample_wrapper(p, run)
+
+
+def process(p) -> None:
+    """Select, load and check the motion module before anything is sampled (errors surface from p.sample)."""
+    from . import runtime
+
+    run = getattr(p, RUN_ATTR, None)
+    if run is not None and run.error is None:
+        runtime.prepare(run, p)
+
+
+def postprocess(p, processed) -> None:
+    """Write one clip per video; report the files (or the failure) in the run's comments."""
+    from . import runtime
+
+    run = getattr(p, RUN_ATTR, None)
+    if run is None or run.error is not None or run.module is None:
+        return
+    try:
+        clips = runtime.write_clips(p, processed, run, runtime.clip_folder(p))
+        lines = [f"CCDM wrote {path}" for clip in clips for path in clip.videos.values()]
+    except Exception as err:  # the WebUI swallows postprocess errors: show this one to the user
+        lines = [f"CCDM could not write the video: {type(err).__name__}: {err}"]
+        print(lines[0])
+    finally:
+        runtime.release_modules()
+    processed.comments = (processed.comments or "") + "".join(f"{line}\n" for line in lines)

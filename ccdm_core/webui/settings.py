@@ -1,0 +1,270 @@
+"""CCDM's WebUI settings: one frozen, JSON-able object (script args, API body, infotext), validated by field name.
+
+Nothing here imports the WebUI or gradio, so parsing, serialisation and the infotext round trip are unit-tested.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import math
+import numbers
+import re
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+from ..errors import CCDMError
+
+SCHEMA_VERSION = 1
+FRAMES_RANGE = (1, 1024)
+FPS_RANGE = (0.1, 120.0)
+CONTEXT_RANGE = (1, 1024)
+SIZE_RANGE = (64, 2048)
+STEPS_RANGE = (1, 500)
+CFG_RANGE = (0.0, 50.0)
+SEED_RANGE = (-1, 2**32 - 1)
+
+# Infotext keys (what the WebUI writes into PNG info and reads back on paste).
+KEY_MODULE = "CCDM motion module"
+KEY_FRAMES = "CCDM frames"
+KEY_FPS = "CCDM fps"
+KEY_CONTEXT = "CCDM context"
+_CONTEXT = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*(/\s*loop\s*)?$")
+
+
+class VideoFormat(str, enum.Enum):
+    """Output formats; `png` is an animated PNG (single PNG frames are the "save frames" setting)."""
+
+    MP4 = "mp4"
+    GIF = "gif"
+    WEBM = "webm"
+    WEBP = "webp"
+    PNG = "png"
+
+
+FORMAT_NAMES = tuple(f.value for f in VideoFormat)
+
+
+class CCDMSettingsError(CCDMError):
+    """Bad settings: names the field; `status_code`/`detail` make the WebUI's API answer HTTP 422."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.status_code = 422  # read by the WebUI's API exception handler through vars(e)
+        self.detail = f"{field}: {message}"
+
+
+def _int(field: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value != int(value):
+        raise CCDMSettingsError(field, f"must be an integer in {low}..{high}, got {value!r}")
+    if not low <= int(value) <= high:
+        raise CCDMSettingsError(field, f"{int(value)} is out of range; accepted {low}..{high}")
+    return int(value)
+
+
+def _float(field: str, value: Any, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise CCDMSettingsError(field, f"must be a number in {low:g}..{high:g}, got {value!r}")
+    if not low <= float(value) <= high:
+        raise CCDMSettingsError(field, f"{value:g} is out of range; accepted {low:g}..{high:g}")
+    return float(value)
+
+
+def _bool(field: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise CCDMSettingsError(field, f"must be true or false, got {value!r}")
+    return value
+
+
+def _str(field: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise CCDMSettingsError(field, f"must be a string, got {type(value).__name__}")
+    return value
+
+
+def _formats(value: Any) -> Tuple[VideoFormat, ...]:
+    if isinstance(value, (str, VideoFormat)) or not isinstance(value, (list, tuple)):
+        raise CCDMSettingsError("formats", f"must be a list of formats from {list(FORMAT_NAMES)}, got {value!r}")
+    result = []
+    for item in value:
+        name = item.value if isinstance(item, VideoFormat) else item
+        if not isinstance(name, str) or name.lower() not in FORMAT_NAMES:
+            raise CCDMSettingsError("formats", f"unknown format {item!r}; accepted: {', '.join(FORMAT_NAMES)}")
+        fmt = VideoFormat(name.lower())
+        if fmt not in result:
+            result.append(fmt)
+    if not result:
+        raise CCDMSettingsError("formats", f"choose at least one of {', '.join(FORMAT_NAMES)}")
+    return tuple(result)
+
+
+@dataclasses.dataclass(frozen=True)
+class CCDMSettings:
+    """What the CCDM script does for a run; the API and the UI pass it as one object, fields by name."""
+
+    enabled: bool = False
+    motion_module: str = ""  # a listed name, a file name, a full sha256 or a shorthash; "" = the default module
+    frames: int = 16
+    fps: float = 8.0
+    context_length: int = 16
+    context_overlap: int = 4
+    closed_loop: bool = False
+    formats: Tuple[VideoFormat, ...] = (VideoFormat.MP4,)
+
+    def __post_init__(self):
+        set_ = object.__setattr__  # frozen: normalise in place once
+        set_(self, "enabled", _bool("enabled", self.enabled))
+        set_(self, "motion_module", _str("motion_module", self.motion_module).strip())
+        set_(self, "frames", _int("frames", self.frames, *FRAMES_RANGE))
+        set_(self, "fps", _float("fps", self.fps, *FPS_RANGE))
+        set_(self, "context_length", _int("context_length", self.context_length, *CONTEXT_RANGE))
+        set_(self, "context_overlap", _int("context_overlap", self.context_overlap, 0, CONTEXT_RANGE[1]))
+        if self.context_overlap >= self.context_length:
+            raise CCDMSettingsError("context_overlap", f"{self.context_overlap} must be smaller than context_length "
+                                    f"{self.context_length}; accepted 0..{self.context_length - 1}")
+        set_(self, "closed_loop", _bool("closed_loop", self.closed_loop))
+        set_(self, "formats", _formats(self.formats))
+
+    @classmethod
+    def field_names(cls) -> Tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_dict(cls, data: Any, defaults: Optional["CCDMSettings"] = None) -> "CCDMSettings":
+        """Parse a settings object (dict, JSON text, None or CCDMSettings); missing fields come from `defaults`."""
+        base = defaults if defaults is not None else cls()
+        if data is None:
+            return base
+        if isinstance(data, CCDMSettings):
+            return data
+        if isinstance(data, str):
+            data = _json_object(data)
+        if not isinstance(data, Mapping):
+            raise CCDMSettingsError("settings", f"must be an object with fields {', '.join(cls.field_names())}, "
+                                    f"got {type(data).__name__}")
+        return dataclasses.replace(base, **_known_fields(data, cls.field_names()))
+
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON-able dict by field name, with the schema version."""
+        out: Dict[str, Any] = {"schema": SCHEMA_VERSION}
+        for name in self.field_names():
+            out[name] = getattr(self, name)
+        out["formats"] = [f.value for f in self.formats]
+        return out
+
+    def context_label(self) -> str:
+        return f"{self.context_length}/{self.context_overlap}{'/loop' if self.closed_loop else ''}"
+
+    def infotext_params(self, motion_label: str) -> Dict[str, Any]:
+        """The `CCDM ...` infotext entries of a run (motion_label: `name [shorthash]`)."""
+        return {KEY_MODULE: motion_label, KEY_FRAMES: self.frames, KEY_FPS: _number_text(self.fps),
+                KEY_CONTEXT: self.context_label()}
+
+
+def _json_object(text: str) -> Any:
+    try:
+        return json.loads(text) if text.strip() else {}
+    except ValueError as err:
+        raise CCDMSettingsError("settings", f"is not valid JSON ({err})") from None
+
+
+def _known_fields(data: Mapping, names: Tuple[str, ...]) -> Dict[str, Any]:
+    unknown = [str(k) for k in data if k not in names and k != "schema"]
+    if unknown:
+        raise CCDMSettingsError(unknown[0], f"unknown field; accepted fields: {', '.join(names)}")
+    schema = data.get("schema", SCHEMA_VERSION)
+    if schema != SCHEMA_VERSION:
+        raise CCDMSettingsError("schema", f"unsupported schema version {schema!r}; accepted: {SCHEMA_VERSION}")
+    return {k: v for k, v in data.items() if k != "schema"}
+
+
+def _number_text(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def parse_context(text: str) -> Tuple[int, int, bool]:
+    """`16/4` or `16/4/loop` -> (context_length, context_overlap, closed_loop)."""
+    m = _CONTEXT.match(str(text))
+    if not m:
+        raise CCDMSettingsError("context", f"cannot read {text!r}; expected LENGTH/OVERLAP or LENGTH/OVERLAP/loop")
+    return int(m.group(1)), int(m.group(2)), bool(m.group(3))
+
+
+def settings_from_infotext(params: Mapping[str, str], base: Optional[CCDMSettings] = None) -> Optional[CCDMSettings]:
+    """Settings from parsed infotext parameters; None when the infotext has no CCDM entries."""
+    if KEY_FRAMES not in params and KEY_MODULE not in params:
+        return None
+    base = base if base is not None else CCDMSettings()
+    values: Dict[str, Any] = {"enabled": True}
+    if KEY_MODULE in params:
+        values["motion_module"] = str(params[KEY_MODULE])
+    if KEY_FRAMES in params:
+        values["frames"] = _number_from_text("frames", params[KEY_FRAMES])
+    if KEY_FPS in params:
+        values["fps"] = _number_from_text("fps", params[KEY_FPS])
+    if KEY_CONTEXT in params:
+        length, overlap, loop = parse_context(params[KEY_CONTEXT])
+        values.update(context_length=length, context_overlap=overlap, closed_loop=loop)
+    return dataclasses.replace(base, **values)
+
+
+def _number_from_text(field: str, text: Any) -> float:
+    try:
+        value = float(str(text).strip())
+    except ValueError:
+        raise CCDMSettingsError(field, f"cannot read {text!r} as a number") from None
+    return int(value) if value.is_integer() else value
+
+
+@dataclasses.dataclass(frozen=True)
+class Txt2VidRequest:
+    """The body of `POST /ccdm/v1/txt2vid` and the txt2vid tab's inputs; `video` holds the settings fields."""
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    seed: int = -1
+    steps: int = 20
+    cfg_scale: float = 7.0
+    width: int = 512
+    height: int = 512
+    sampler_name: str = "Euler a"
+    return_frames: bool = False
+    video: CCDMSettings = dataclasses.field(default_factory=lambda: CCDMSettings(enabled=True))
+
+    def __post_init__(self):
+        set_ = object.__setattr__
+        set_(self, "prompt", _str("prompt", self.prompt))
+        set_(self, "negative_prompt", _str("negative_prompt", self.negative_prompt))
+        set_(self, "seed", _int("seed", self.seed, *SEED_RANGE))
+        set_(self, "steps", _int("steps", self.steps, *STEPS_RANGE))
+        set_(self, "cfg_scale", _float("cfg_scale", self.cfg_scale, *CFG_RANGE))
+        for name in ("width", "height"):
+            value = _int(name, getattr(self, name), *SIZE_RANGE)
+            if value % 8:
+                low, high = SIZE_RANGE
+                raise CCDMSettingsError(name, f"{value} is not a multiple of 8; accepted {low}..{high} in steps of 8")
+            set_(self, name, value)
+        set_(self, "sampler_name", _str("sampler_name", self.sampler_name).strip())
+        set_(self, "return_frames", _bool("return_frames", self.return_frames))
+        if not isinstance(self.video, CCDMSettings):
+            raise CCDMSettingsError("video", "must be CCDMSettings")
+
+    @classmethod
+    def from_dict(cls, data: Any, defaults: Optional[CCDMSettings] = None) -> "Txt2VidRequest":
+        """Parse the API body: the request fields plus the settings fields, all by name; unknown fields refused."""
+        if isinstance(data, str):
+            data = _json_object(data)
+        if not isinstance(data, Mapping):
+            raise CCDMSettingsError("body", f"must be a JSON object, got {type(data).__name__}")
+        own = [f.name for f in dataclasses.fields(cls) if f.name != "video"]
+        names = tuple(own) + CCDMSettings.field_names()
+        fields = _known_fields(data, names)
+        video_fields = {k: v for k, v in fields.items() if k in CCDMSettings.field_names()}
+        video_fields["enabled"] = True  # the route always makes a video
+        video = CCDMSettings.from_dict(video_fields, defaults)
+        return cls(video=video, **{k: v for k, v in fields.items() if k in own})
+
+    def to_dict(self) -> Dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "video"}
+        out.update(self.video.to_dict())
+        return out

@@ -1,0 +1,166 @@
+"""The txt2vid tab: prompt, sampling and video controls, Generate/Interrupt/Skip, progress, video and frames."""
+from __future__ import annotations
+
+import html
+from typing import Any, Dict, List
+
+import gradio as gr
+
+from ..infotext import parse_infotext
+from . import env
+from .settings import SIZE_RANGE, CCDMSettingsError, Txt2VidRequest, settings_from_infotext
+from .ui import module_picker, pasted_module, settings_from_controls, video_controls
+
+TAB_ID = "ccdm_txt2vid"
+DEFAULT_SAMPLER = "Euler a"
+# Starts the WebUI's progress bar and live preview for this tab's task id (progressbar.js: requestProgress).
+SUBMIT_JS = """function() {
+    var id = randomId();
+    requestProgress(id, gradioApp().getElementById('ccdm_txt2vid_gallery_container'),
+                    gradioApp().getElementById('ccdm_txt2vid_gallery'), function() {});
+    var res = Array.from(arguments);
+    res[0] = id;
+    return res;
+}"""
+REQUEST_FIELDS = ("prompt", "negative_prompt", "sampler_name", "steps", "cfg_scale", "width", "height", "seed")
+VIDEO_FIELDS = ("motion_module", "frames", "fps", "context_length", "context_overlap", "closed_loop", "formats")
+
+
+def _prompt_column() -> Dict[str, Any]:
+    c: Dict[str, Any] = {}
+    with gr.Row(elem_id=f"{TAB_ID}_toprow"):
+        with gr.Column(scale=6):
+            c["prompt"] = gr.Textbox(label="Prompt", lines=3, elem_id=f"{TAB_ID}_prompt",
+                                     placeholder="Prompt (paste infotext here and press the paste button)")
+            c["negative_prompt"] = gr.Textbox(label="Negative prompt", lines=2, elem_id=f"{TAB_ID}_neg_prompt")
+        with gr.Column(scale=1, min_width=160):
+            c["generate"] = gr.Button("Generate", variant="primary", elem_id=f"{TAB_ID}_generate")
+            with gr.Row():
+                c["interrupt"] = gr.Button("Interrupt", elem_id=f"{TAB_ID}_interrupt")
+                c["skip"] = gr.Button("Skip", elem_id=f"{TAB_ID}_skip")
+            c["paste"] = gr.Button("\u2199\ufe0f Paste infotext", elem_id=f"{TAB_ID}_paste")
+    return c
+
+
+def _sampling_controls() -> Dict[str, Any]:
+    c: Dict[str, Any] = {}
+    names = env.sampler_names()
+    default = DEFAULT_SAMPLER if DEFAULT_SAMPLER in names else (names[0] if names else None)
+    c["sampler_name"] = gr.Dropdown(label="Sampling method", choices=names, value=default,
+                                    elem_id=f"{TAB_ID}_sampler")
+    c["steps"] = gr.Slider(minimum=1, maximum=150, step=1, value=20, label="Sampling steps", elem_id=f"{TAB_ID}_steps")
+    c["cfg_scale"] = gr.Slider(minimum=1.0, maximum=30.0, step=0.5, value=7.0, label="CFG Scale",
+                               elem_id=f"{TAB_ID}_cfg_scale")
+    with gr.Row():
+        c["width"] = gr.Slider(minimum=SIZE_RANGE[0], maximum=SIZE_RANGE[1], step=8, value=512, label="Width",
+                               elem_id=f"{TAB_ID}_width")
+        c["height"] = gr.Slider(minimum=SIZE_RANGE[0], maximum=SIZE_RANGE[1], step=8, value=512, label="Height",
+                                elem_id=f"{TAB_ID}_height")
+    c["seed"] = gr.Number(value=-1, precision=0, label="Seed (-1: random)", elem_id=f"{TAB_ID}_seed")
+    return c
+
+
+def _output_column() -> Dict[str, Any]:
+    c: Dict[str, Any] = {}
+    with gr.Column(variant="panel", elem_id=f"{TAB_ID}_results"):
+        with gr.Group(elem_id=f"{TAB_ID}_gallery_container"):
+            c["video"] = gr.Video(label="Video", interactive=False, elem_id=f"{TAB_ID}_video")
+            c["gallery"] = gr.Gallery(label="Frames", elem_id=f"{TAB_ID}_gallery", columns=8, preview=False)
+        c["infotext"] = gr.Textbox(label="Infotext", lines=3, interactive=False, elem_id=f"{TAB_ID}_infotext")
+        c["html_info"] = gr.HTML(elem_id=f"html_info_{TAB_ID}")
+    return c
+
+
+def build_tab() -> gr.Blocks:
+    """The txt2vid tab (for `on_ui_tabs`)."""
+    with gr.Blocks(analytics_enabled=False) as tab:
+        c = _prompt_column()
+        with gr.Row():
+            with gr.Column(variant="compact"):
+                c.update(_sampling_controls())
+                c["motion_module"], _, _ = module_picker(TAB_ID)
+                c.update(video_controls(TAB_ID, env.default_settings()))
+            c.update(_output_column())
+        c["id_task"] = gr.Textbox(visible=False, elem_id=f"{TAB_ID}_id_task")
+        _wire(c)
+    return tab
+
+
+def _wire(c: Dict[str, Any]) -> None:
+    from modules import shared
+    from modules.call_queue import wrap_gradio_gpu_call
+
+    inputs = [c["id_task"]] + [c[n] for n in REQUEST_FIELDS + VIDEO_FIELDS]
+    outputs = [c["video"], c["gallery"], c["infotext"], c["html_info"]]
+    c["generate"].click(fn=wrap_gradio_gpu_call(generate, extra_outputs=[None, None, ""]), _js=SUBMIT_JS,
+                        inputs=inputs, outputs=outputs, show_progress=False)
+    c["interrupt"].click(fn=lambda: shared.state.interrupt(), inputs=[], outputs=[])
+    c["skip"].click(fn=lambda: shared.state.skip(), inputs=[], outputs=[])
+    paste_targets = [c[n] for n in REQUEST_FIELDS + VIDEO_FIELDS]
+    c["paste"].click(fn=paste, inputs=[c["prompt"]], outputs=paste_targets, show_progress=False)
+
+
+def request_from_inputs(values: List[Any]) -> Txt2VidRequest:
+    """The tab's input values (REQUEST_FIELDS then VIDEO_FIELDS) as a validated request."""
+    data = dict(zip(REQUEST_FIELDS + VIDEO_FIELDS, values))
+    video = settings_from_controls({k: data.pop(k) for k in VIDEO_FIELDS})
+    for name in ("steps", "width", "height", "seed"):
+        if isinstance(data.get(name), float) and data[name].is_integer():
+            data[name] = int(data[name])
+    if data.get("cfg_scale") is not None:
+        data["cfg_scale"] = float(data["cfg_scale"])
+    data["sampler_name"] = data.get("sampler_name") or ""
+    video.pop("enabled", None)
+    return Txt2VidRequest.from_dict({**data, **video})
+
+
+def generate(id_task: str, *values):
+    """Generate button (runs inside the WebUI's queue); returns video, frames, infotext, html."""
+    from . import runtime
+
+    request = request_from_inputs(list(values))
+    result = runtime.run_txt2vid(request)
+    return (_playable(result), result.images, result.info, _summary_html(result))
+
+
+def _playable(result) -> Any:
+    for clip in result.clips:
+        for fmt in ("mp4", "webm"):
+            if fmt in clip.videos:
+                return str(clip.videos[fmt])
+    return None
+
+
+def _summary_html(result) -> str:
+    if not result.clips:
+        why = "interrupted" if result.interrupted else "nothing to write"
+        return f"<p>CCDM: {why}; no video written (Settings > Saving images: save incomplete images).</p>"
+    files = [str(p) for clip in result.clips for p in clip.videos.values()]
+    return "<p>" + "<br>".join(html.escape(f"CCDM wrote {path}") for path in files) + "</p>"
+
+
+def paste(text: str):
+    """Paste button: fill the tab from infotext; the motion module is selected by its hash."""
+    prompt, negative, params = parse_infotext(text or "")
+    size = str(params.get("Size", ""))
+    width, _, height = size.partition("x")
+    values = {"prompt": prompt or gr.update(), "negative_prompt": negative, "sampler_name": params.get("Sampler"),
+              "steps": params.get("Steps"), "cfg_scale": params.get("CFG scale"), "seed": params.get("Seed"),
+              "width": width or None, "height": height or None}
+    numbers = {"steps": int, "cfg_scale": float, "seed": int, "width": int, "height": int}
+    for name, kind in numbers.items():
+        try:
+            values[name] = kind(float(values[name])) if values[name] not in (None, "") else None
+        except ValueError:
+            values[name] = None
+    try:
+        settings = settings_from_infotext(params) if params else None
+    except CCDMSettingsError:
+        settings = None
+    video: Dict[str, Any] = {}
+    if settings is not None:
+        video = settings.to_dict()
+        video["formats"] = None  # formats are a choice of this machine, not of the clip
+        video["motion_module"] = pasted_module(params)
+    out = [values.get(n) for n in REQUEST_FIELDS] + [video.get(n) for n in VIDEO_FIELDS]
+    return [gr.update() if v is None else (v if isinstance(v, dict) else gr.update(value=v)) for v in out]

@@ -1,0 +1,195 @@
+"""Gradio 3.41 UI: the CCDM accordion of the always-on script, the motion-module picker, the settings section."""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import gradio as gr
+
+from . import env
+from .discovery import label_hash
+from .settings import (CONTEXT_RANGE, FORMAT_NAMES, FPS_RANGE, FRAMES_RANGE, KEY_CONTEXT, KEY_FPS, KEY_FRAMES,
+                       KEY_MODULE, CCDMSettings, CCDMSettingsError, parse_context)
+
+FORMAT_CHOICES = [("MP4", "mp4"), ("GIF", "gif"), ("WebM", "webm"), ("WebP", "webp"), ("PNG (animated)", "png")]
+CONTEXT_SLIDER_MAX = 64
+REFRESH_SYMBOL = "\U0001f504"
+# Controls whose value lives in the settings object; they must not be reset from ui-config.json behind its back.
+CONTROL_FIELDS = ("enabled", "motion_module", "frames", "fps", "context_length", "context_overlap", "closed_loop",
+                  "formats")
+
+
+def module_labels(refresh: bool = False) -> List[str]:
+    from . import runtime
+
+    return [entry.label for entry in runtime.list_modules(refresh)]
+
+
+def _missing_html(labels: Sequence[str]) -> str:
+    if labels:
+        return ""
+    from . import runtime
+
+    return f"<p class='ccdm-missing'>CCDM: {runtime.missing_message()}</p>"
+
+
+def default_module_label(labels: Sequence[str]) -> Optional[str]:
+    wanted = str(env.opt("ccdm_default_motion_module") or "")
+    digest = label_hash(wanted)
+    for label in labels:
+        if label == wanted or (digest and label_hash(label) == digest):
+            return label
+    return labels[0] if labels else None
+
+
+def module_picker(elem_prefix: str) -> Tuple[gr.Dropdown, gr.Button, gr.HTML]:
+    """Dropdown of `name [shorthash]`, a refresh button, and a message saying where to put a module."""
+    labels = module_labels()
+    with gr.Row():
+        dropdown = gr.Dropdown(label="Motion module", choices=labels, value=default_module_label(labels),
+                               elem_id=f"{elem_prefix}_motion_module", scale=6)
+        refresh = gr.Button(value=REFRESH_SYMBOL, elem_id=f"{elem_prefix}_refresh", elem_classes=["tool"], scale=1,
+                            min_width=40)
+    message = gr.HTML(value=_missing_html(labels), visible=not labels, elem_id=f"{elem_prefix}_missing")
+
+    def on_refresh(current):
+        fresh = module_labels(refresh=True)
+        value = current if current in fresh else default_module_label(fresh)
+        return gr.update(choices=fresh, value=value), gr.update(value=_missing_html(fresh), visible=not fresh)
+
+    refresh.click(fn=on_refresh, inputs=[dropdown], outputs=[dropdown, message], show_progress=False)
+    return dropdown, refresh, message
+
+
+def video_controls(elem_prefix: str, defaults: CCDMSettings) -> Dict[str, Any]:
+    """frames, fps, context length/overlap/closed loop and formats, keyed by settings field."""
+    c: Dict[str, Any] = {}
+    with gr.Row():
+        c["frames"] = gr.Slider(minimum=FRAMES_RANGE[0], maximum=FRAMES_RANGE[1], step=1, value=defaults.frames,
+                                label="Frames", elem_id=f"{elem_prefix}_frames")
+        c["fps"] = gr.Number(value=defaults.fps, label="FPS", minimum=FPS_RANGE[0], maximum=FPS_RANGE[1],
+                             elem_id=f"{elem_prefix}_fps")
+    with gr.Row():
+        c["context_length"] = gr.Slider(minimum=CONTEXT_RANGE[0], maximum=CONTEXT_SLIDER_MAX, step=1,
+                                        value=defaults.context_length, label="Context length",
+                                        elem_id=f"{elem_prefix}_context_length")
+        c["context_overlap"] = gr.Slider(minimum=0, maximum=CONTEXT_SLIDER_MAX - 1, step=1,
+                                         value=defaults.context_overlap, label="Context overlap",
+                                         elem_id=f"{elem_prefix}_context_overlap")
+        c["closed_loop"] = gr.Checkbox(value=defaults.closed_loop, label="Closed loop",
+                                       elem_id=f"{elem_prefix}_closed_loop")
+    c["formats"] = gr.CheckboxGroup(choices=FORMAT_CHOICES, value=[f.value for f in defaults.formats],
+                                    label="Formats", elem_id=f"{elem_prefix}_formats")
+    return c
+
+
+def settings_from_controls(values: Dict[str, Any]) -> Dict[str, Any]:
+    """The settings object from control values (typed, not yet validated: a run reports bad combinations)."""
+    out = dict(values)
+    for name in ("frames", "context_length", "context_overlap"):
+        if isinstance(out.get(name), float) and out[name].is_integer():
+            out[name] = int(out[name])
+    if out.get("fps") is not None:
+        out["fps"] = float(out["fps"])
+    out["enabled"] = bool(out.get("enabled"))
+    out["closed_loop"] = bool(out.get("closed_loop"))
+    out["motion_module"] = out.get("motion_module") or ""
+    out["formats"] = [f for f in (out.get("formats") or []) if f in FORMAT_NAMES]
+    return out
+
+
+def pasted_module(params: Dict[str, str]):
+    """Infotext -> the listed module whose hash matches `CCDM motion module: name [hash]` (else the name)."""
+    text = params.get(KEY_MODULE)
+    if not text:
+        return gr.update()
+    labels = module_labels()
+    digest = label_hash(text)
+    for label in labels:
+        if label == text or (digest and label_hash(label) and label_hash(label).startswith(digest)):
+            return label
+    if not digest:
+        return gr.update()
+    fresh = module_labels(refresh=True)
+    match = [label for label in fresh if label_hash(label) and label_hash(label).startswith(digest)]
+    return gr.update(choices=fresh, value=match[0]) if match else gr.update()
+
+
+def _pasted_context(index: int):
+    def read(params: Dict[str, str]):
+        if KEY_CONTEXT not in params:
+            return gr.update()
+        try:
+            return parse_context(params[KEY_CONTEXT])[index]
+        except CCDMSettingsError:
+            return gr.update()
+    return read
+
+
+def infotext_fields(controls: Dict[str, Any]) -> List[Tuple[Any, Any]]:
+    """(component, infotext key or reader) pairs for the WebUI's paste and PNG Info."""
+    fields = [(controls["motion_module"], pasted_module), (controls["frames"], KEY_FRAMES), (controls["fps"], KEY_FPS),
+              (controls["context_length"], _pasted_context(0)), (controls["context_overlap"], _pasted_context(1)),
+              (controls["closed_loop"], _pasted_context(2))]
+    if "enabled" in controls:
+        fields.insert(0, (controls["enabled"], lambda d: KEY_FRAMES in d or KEY_MODULE in d))
+    return fields
+
+
+def build_script_ui(script, is_img2img: bool) -> List[Any]:
+    """The CCDM accordion; returns [settings State] so the API passes one settings object by field name."""
+    defaults = env.default_settings()
+    prefix = script.elem_id("ccdm")
+    with gr.Accordion("CCDM", open=False, elem_id=prefix):
+        controls: Dict[str, Any] = {}
+        controls["enabled"] = gr.Checkbox(value=False, label="Enable CCDM (each batch becomes a video; batch size "
+                                          "= frames)", elem_id=f"{prefix}_enabled")
+        controls["motion_module"], _, _ = module_picker(prefix)
+        controls.update(video_controls(prefix, defaults))
+        if is_img2img:
+            gr.HTML("<p>img2img: the init image becomes the first frame of every video.</p>")
+        state = gr.State(value=_state_default(defaults, controls["motion_module"].value))
+    _bind_state(controls, state)
+    script.infotext_fields = infotext_fields(controls)
+    return [state]
+
+
+def _state_default(defaults: CCDMSettings, module_label: Optional[str]) -> Dict[str, Any]:
+    data = defaults.to_dict()
+    data["motion_module"] = module_label or ""
+    return data
+
+
+def _bind_state(controls: Dict[str, Any], state: gr.State) -> None:
+    """Every control change rebuilds the whole settings object (so event order does not matter)."""
+    names = [n for n in CONTROL_FIELDS if n in controls]
+    components = [controls[n] for n in names]
+    for component in components:
+        component.do_not_save_to_config = True
+
+    def collect(*values):
+        return settings_from_controls(dict(zip(names, values)))
+
+    for component in components:
+        component.change(fn=collect, inputs=components, outputs=[state], show_progress=False)
+
+
+def register_settings() -> None:
+    """The "CCDM" section of the WebUI's settings."""
+    from modules import shared
+
+    section = env.SECTION
+    options = {
+        "ccdm_default_formats": shared.OptionInfo(
+            env.OPTION_DEFAULTS["ccdm_default_formats"], "Default output formats", gr.CheckboxGroup,
+            {"choices": FORMAT_CHOICES}, section=section),
+        "ccdm_save_frames": shared.OptionInfo(False, "Also save every frame as a PNG with infotext", section=section),
+        "ccdm_default_motion_module": shared.OptionInfo(
+            "", "Default motion module", gr.Dropdown, lambda: {"choices": [""] + module_labels()},
+            section=section),
+        "ccdm_keep_module_in_memory": shared.OptionInfo(True, "Keep the motion module in memory between runs",
+                                                        section=section),
+        "ccdm_outdir": shared.OptionInfo(env.OPTION_DEFAULTS["ccdm_outdir"], "Output folder for txt2vid videos",
+                                         section=section),
+    }
+    for key, info in options.items():
+        shared.opts.add_option(key, info)

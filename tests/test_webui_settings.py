@@ -1,0 +1,214 @@
+"""WebUI settings object: parsing by field name, validation messages, serialisation, infotext round trip,
+motion-module discovery and selection, output naming, install.py, and imports that need no WebUI packages."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings as hsettings, strategies as st
+
+from ccdm_core.infotext import build_infotext, parse_infotext
+from ccdm_core.webui.discovery import (MotionEntry, find_motion_files, label_hash, list_motion_modules,
+                                       resolve_motion_module)
+from ccdm_core.webui.settings import (KEY_CONTEXT, KEY_FPS, KEY_FRAMES, KEY_MODULE, CCDMSettings, CCDMSettingsError,
+                                      Txt2VidRequest, VideoFormat, parse_context, settings_from_infotext)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_round_trip_by_field_name():
+    s = CCDMSettings()
+    assert s.enabled is False and s.formats == (VideoFormat.MP4,)
+    data = s.to_dict()
+    assert data == {"schema": 1, "enabled": False, "motion_module": "", "frames": 16, "fps": 8.0,
+                    "context_length": 16, "context_overlap": 4, "closed_loop": False, "formats": ["mp4"]}
+    assert json.loads(json.dumps(data)) == data
+    assert CCDMSettings.from_dict(data) == s
+    assert CCDMSettings.from_dict(json.dumps(data)) == s
+
+
+def test_partial_object_takes_the_rest_from_defaults():
+    base = CCDMSettings(formats=("gif", "mp4"))
+    s = CCDMSettings.from_dict({"enabled": True, "frames": 24, "formats": ["WEBM", "gif", "webm"]}, base)
+    assert (s.enabled, s.frames, s.context_length) == (True, 24, 16)
+    assert s.formats == (VideoFormat.WEBM, VideoFormat.GIF)  # case folded, duplicates dropped, order kept
+    assert CCDMSettings.from_dict(None, base) is base
+
+
+@pytest.mark.parametrize("data,field,words", [
+    ({"colour": 1}, "colour", "unknown field; accepted fields: enabled, motion_module, frames"),
+    ({"frames": 0}, "frames", "out of range; accepted 1..1024"),
+    ({"frames": 2000}, "frames", "accepted 1..1024"),
+    ({"frames": "16"}, "frames", "must be an integer"),
+    ({"frames": True}, "frames", "must be an integer"),
+    ({"frames": 16.5}, "frames", "must be an integer"),
+    ({"fps": 0}, "fps", "accepted 0.1..120"),
+    ({"fps": float("nan")}, "fps", "must be a number"),
+    ({"enabled": "yes"}, "enabled", "true or false"),
+    ({"context_overlap": 16}, "context_overlap", "smaller than context_length 16; accepted 0..15"),
+    ({"formats": "mp4"}, "formats", "must be a list"),
+    ({"formats": []}, "formats", "at least one"),
+    ({"formats": ["avi"]}, "formats", "unknown format 'avi'; accepted: mp4, gif, webm, webp, png"),
+    ({"motion_module": 3}, "motion_module", "must be a string"),
+    ({"schema": 2}, "schema", "unsupported schema version"),
+])
+def test_bad_settings_name_the_field(data, field, words):
+    with pytest.raises(CCDMSettingsError, match=words) as info:
+        CCDMSettings.from_dict(data)
+    err = info.value
+    assert err.field == field and str(err).startswith(field)
+    assert vars(err)["status_code"] == 422 and vars(err)["detail"] == str(err)  # what the WebUI's API handler reads
+
+
+@pytest.mark.parametrize("data", [[True, "mm", 16], 3, "{not json"])
+def test_settings_must_be_an_object(data):
+    with pytest.raises(CCDMSettingsError, match="settings"):
+        CCDMSettings.from_dict(data)
+
+
+def test_txt2vid_request_fields_by_name():
+    body = {"prompt": "a cat", "seed": 5, "steps": 4, "width": 64, "height": 128, "sampler_name": "Euler",
+            "frames": 8, "formats": ["gif"], "return_frames": True}
+    r = Txt2VidRequest.from_dict(body)
+    assert (r.prompt, r.seed, r.steps, r.width, r.height, r.return_frames) == ("a cat", 5, 4, 64, 128, True)
+    assert r.video.enabled and r.video.frames == 8 and r.video.formats == (VideoFormat.GIF,)
+    again = Txt2VidRequest.from_dict(r.to_dict())
+    assert again == r
+
+
+@pytest.mark.parametrize("body,field", [({"prompt": "x", "strength": 1}, "strength"), ({"width": 100}, "width"),
+                                        ({"height": 4096}, "height"), ({"steps": 0}, "steps"),
+                                        ({"seed": -2}, "seed"), ({"frames": 0}, "frames"), ({"prompt": 1}, "prompt")])
+def test_txt2vid_request_bad_fields(body, field):
+    with pytest.raises(CCDMSettingsError) as info:
+        Txt2VidRequest.from_dict(body)
+    assert info.value.field == field
+
+
+@given(frames=st.integers(1, 1024), fps=st.sampled_from([0.5, 1, 7.5, 8, 12, 24, 29.97, 120]),
+       length=st.integers(1, 64), data=st.data(), loop=st.booleans())
+@hsettings(max_examples=60, deadline=None)
+def test_infotext_round_trip(frames, fps, length, data, loop):
+    overlap = data.draw(st.integers(0, length - 1))
+    s = CCDMSettings(enabled=True, motion_module="mm_sd_v15_v2 [0123456789]", frames=frames, fps=fps,
+                     context_length=length, context_overlap=overlap, closed_loop=loop)
+    params = {"Steps": 20, "Sampler": "Euler a", "Seed": 7, "Size": "512x512", **s.infotext_params(s.motion_module)}
+    prompt, negative, parsed = parse_infotext(build_infotext("a cat, walking", "blurry", params))
+    assert (prompt, negative) == ("a cat, walking", "blurry")
+    back = settings_from_infotext(parsed)
+    assert back == s
+    assert label_hash(parsed[KEY_MODULE]) == "0123456789"
+
+
+def test_infotext_without_ccdm_is_none_and_context_forms():
+    assert settings_from_infotext({"Steps": "20"}) is None
+    assert parse_context("16/4") == (16, 4, False) and parse_context("24 / 2 / loop") == (24, 2, True)
+    with pytest.raises(CCDMSettingsError, match="context"):
+        parse_context("16-4")
+    s = settings_from_infotext({KEY_FRAMES: "12", KEY_FPS: "12.5", KEY_CONTEXT: "8/2/loop"})
+    assert (s.enabled, s.frames, s.fps, s.context_length, s.context_overlap, s.closed_loop) == (True, 12, 12.5, 8, 2,
+                                                                                               True)
+
+
+# ---------------------------------------------------------------- discovery
+
+
+def _touch(path: Path, content: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    return path
+
+
+def test_discovery_finds_motion_files_and_hashes_through_the_callback(tmp_path):
+    a, b = tmp_path / "ccdm", tmp_path / "animatediff"
+    _touch(a / "mm_v2.ckpt", b"one")
+    _touch(a / "sub" / "ccdm_x.safetensors", b"two")
+    _touch(a / "notes.txt", b"x")
+    _touch(a / ".hidden.pth", b"x")
+    _touch(b / "mm_v2.ckpt", b"three")  # same name in another folder
+    _touch(b / "v3.pth", b"four")
+    calls = []
+    entries = list_motion_modules([str(a), str(tmp_path / "missing"), str(b)],
+                                  lambda path, name: calls.append(name) or f"{len(calls):02d}" + "ab" * 31)
+    names = [e.name for e in entries]
+    assert names == ["mm_v2", "sub/ccdm_x", "mm_v2 (animatediff)", "v3"]
+    assert calls == names
+    assert entries[0].label == "mm_v2 [01abababab]" and entries[0].shorthash == "01abababab"
+    assert entries[3].filename == "v3.pth"
+
+
+def test_discovery_dedupes_the_same_real_file(tmp_path):
+    _touch(tmp_path / "a" / "m.safetensors", b"x")
+    os.symlink(tmp_path / "a", tmp_path / "b")
+    assert [n for n, _ in find_motion_files([str(tmp_path / "a"), str(tmp_path / "b")])] == ["m"]
+
+
+def test_select_by_label_name_filename_hash_and_shorthash():
+    entries = [MotionEntry("mm_v2", "/m/mm_v2.ckpt", "aa" * 32), MotionEntry("v3", "/m/v3.pth", "ab" + "cd" * 31),
+               MotionEntry("nohash", "/m/nohash.safetensors", None)]
+    assert resolve_motion_module(entries, "") is entries[0]
+    assert resolve_motion_module(entries, "v3 [abcdcdcdcd]") is entries[1]
+    assert resolve_motion_module(entries, "v3") is entries[1]
+    assert resolve_motion_module(entries, "v3.pth") is entries[1]
+    assert resolve_motion_module(entries, "AB" + "cd" * 31) is entries[1]
+    assert resolve_motion_module(entries, "abcdcdcdcd") is entries[1]
+    assert resolve_motion_module(entries, "renamed [aaaaaaaaaa]") is entries[0]  # pasted infotext: by hash
+    assert resolve_motion_module(entries, "nohash") is entries[2]
+    with pytest.raises(CCDMSettingsError, match="no motion module 'mm_v9'; accepted: a listed name") as info:
+        resolve_motion_module(entries, "mm_v9")
+    assert info.value.field == "motion_module" and info.value.status_code == 422
+    with pytest.raises(CCDMSettingsError, match="no motion module"):
+        resolve_motion_module(entries, "ffffffffff")
+
+
+def test_ambiguous_hash_and_no_modules():
+    entries = [MotionEntry("a", "/a.ckpt", "ab" * 32), MotionEntry("b", "/b.ckpt", "ab" * 31 + "cd")]
+    with pytest.raises(CCDMSettingsError, match="matches several modules"):
+        resolve_motion_module(entries, "ababababab")
+    with pytest.raises(CCDMSettingsError, match=r"no motion module found; put .* into /x/models/ccdm or /y"):
+        resolve_motion_module([], "anything", ["/x/models/ccdm", "/y"])
+
+
+# ---------------------------------------------------------------- install.py and imports
+
+
+def test_install_installs_only_what_is_missing(monkeypatch):
+    fake = types.ModuleType("launch")
+    fake.is_installed = lambda name: False
+    fake.run_pip = lambda *a, **k: None
+    monkeypatch.setitem(sys.modules, "launch", fake)
+    sys.path.insert(0, str(ROOT))
+    try:
+        import install
+    finally:
+        sys.path.remove(str(ROOT))
+    assert install.missing(is_installed=lambda name: True) == []
+    assert install.missing(is_installed=lambda name: name != "imageio_ffmpeg") == ["imageio-ffmpeg>=0.4.8"]
+    assert install.missing(is_installed=lambda name: name != "cv2") == ["opencv-python-headless"]
+    assert len(install.missing(is_installed=lambda name: False)) == 5
+
+
+BLOCKER = """
+import importlib.abc, sys
+BLOCKED = {"regex", "yaml", "omegaconf", "imageio", "cv2", "skimage", "gradio", "modules", "fastapi", "tqdm"}
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError("blocked: " + name)
+sys.meta_path.insert(0, Block())
+import ccdm_core.webui.settings, ccdm_core.webui.discovery, ccdm_core.webui.outputs, ccdm_core.webui.video_unet
+import ccdm_core.webui.attention_dispatch, ccdm_core.webui.patches, ccdm_core.webui.env, ccdm_core.webui.runtime
+print("ok")
+"""
+
+
+def test_webui_engine_parts_import_without_webui_or_optional_packages():
+    """Inside the WebUI only torch, numpy, einops, safetensors, Pillow (and imageio-ffmpeg, installed) are needed."""
+    out = subprocess.run([sys.executable, "-c", BLOCKER], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"

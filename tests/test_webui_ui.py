@@ -1,0 +1,84 @@
+"""`ui()` of the CCDM script and the txt2vid tab build headless under gradio 3.41.2 (the WebUI's pin), with a
+stand-in `modules` package; paste, settings collection and the API routes' validation run there too.
+
+gradio 3.41.2 needs numpy<2 and fastapi 0.94, so this runs in a separate venv (`make test` creates
+.venv/gradio3; CCDM_GRADIO3_PYTHON may name another interpreter). Without it the test is skipped.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ccdm_core import new_motion_module, save_motion_module
+from conftest import make_unet
+
+ROOT = Path(__file__).resolve().parents[1]
+GRADIO3 = Path(os.environ.get("CCDM_GRADIO3_PYTHON", ROOT / ".venv" / "gradio3" / "bin" / "python"))
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    if not GRADIO3.exists():
+        pytest.skip(f"no gradio 3.41.2 environment at {GRADIO3} (make test creates it)")
+    root = tmp_path_factory.mktemp("webui")
+    sha = save_motion_module(new_motion_module(make_unet(), "animatediff-v2", max_frames=8),
+                             root / "models" / "ccdm" / "tiny_v2.safetensors")
+    env = {**os.environ, "CCDM_FAKE_WEBUI_ROOT": str(root), "GRADIO_ANALYTICS_ENABLED": "False"}
+    env.pop("PYTHONPATH", None)
+    out = subprocess.run([str(GRADIO3), str(ROOT / "tests" / "webui_fakes" / "build_ui.py")], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-4000:]
+    line = next(x for x in out.stdout.splitlines() if x.startswith("REPORT "))
+    data = json.loads(line[len("REPORT "):])
+    data["sha"] = sha
+    return data
+
+
+def test_script_and_tab_build_under_gradio_3_41_2(report):
+    assert report["gradio"] == "3.41.2"
+    assert report["script_classes"] == ["CCDMScript"]  # registered once, from the thin entry script
+    assert report["callbacks"] == ["app_started", "script_unloaded", "ui_settings", "ui_tabs"]
+    assert report["tabs"] == [["txt2vid", "ccdm_txt2vid"]]
+    assert report["options"] == ["ccdm_default_formats", "ccdm_default_motion_module", "ccdm_keep_module_in_memory",
+                                 "ccdm_outdir", "ccdm_save_frames"]
+    label = f"tiny_v2 [{report['sha'][:10]}]"
+    assert report["module_label"] == label
+    for tab in ("txt2img", "img2img"):
+        built = report[tab]
+        assert built["components"] == ["State"] and built["infotext_fields"] == 7
+        assert built["value"] == {"schema": 1, "enabled": False, "motion_module": label, "frames": 16, "fps": 8.0,
+                                  "context_length": 16, "context_overlap": 4, "closed_loop": False,
+                                  "formats": ["mp4"]}
+
+
+def test_paste_selects_the_module_by_hash_and_fills_the_fields(report):
+    label = f"tiny_v2 [{report['sha'][:10]}]"
+    assert report["script_paste"] == [True, label, "12", "10", 8, 2, True]
+    assert report["tab_paste"] == ["a cat", "dog", "DDIM", 9, 6.5, 256, 320, 3, label, 12, 10, 8, 2, True,
+                                   "<update>"]
+
+
+def test_controls_and_tab_inputs_become_validated_settings(report):
+    assert report["collected"] == {"enabled": True, "motion_module": f"tiny_v2 [{report['sha'][:10]}]",
+                                   "frames": 12, "fps": 10.0, "context_length": 8, "context_overlap": 2,
+                                   "closed_loop": True, "formats": ["gif"]}
+    request = report["request"]
+    assert (request["prompt"], request["steps"], request["width"], request["height"], request["seed"]) == (
+        "a cat", 9, 256, 320, 3)
+    assert request["frames"] == 12 and request["formats"] == ["gif"] and request["enabled"] is True
+
+
+def test_api_routes_list_modules_and_reject_bad_fields_with_422(report):
+    status, body = report["modules_route"]
+    assert status == 200
+    assert body["modules"] == [{"name": "tiny_v2", "label": f"tiny_v2 [{report['sha'][:10]}]",
+                                "filename": "tiny_v2.safetensors", "sha256": report["sha"],
+                                "shorthash": report["sha"][:10], "format": "ccdm"}]
+    status, body = report["bad_route"]
+    assert status == 422 and body["detail"].startswith("colour: unknown field")
+    status, body = report["bad_frames"]
+    assert status == 422 and body["detail"] == "frames: 5000 is out of range; accepted 1..1024"

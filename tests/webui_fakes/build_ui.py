@@ -1,0 +1,93 @@
+"""Build CCDM's WebUI side headless under gradio 3.41.2 with the fake `modules`, exercise it, print a JSON report.
+
+Run by tests/test_webui_ui.py with the gradio-3 venv's python; CCDM_FAKE_WEBUI_ROOT holds models/ccdm.
+"""
+import json
+import runpy
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path[:0] = [str(HERE), str(ROOT)]
+
+import gradio as gr  # noqa: E402
+from fastapi import FastAPI  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+
+from modules import script_callbacks, scripts, shared  # noqa: E402
+
+report = {"gradio": gr.__version__}
+
+
+def build_scripts_and_tab(script_class):
+    """What the WebUI does at UI build: settings, both script UIs, the extension tabs."""
+    for callback in script_callbacks.registered["ui_settings"]:
+        callback()
+    report["options"] = sorted(shared.opts.data_labels)
+    built = {}
+    with gr.Blocks() as demo:
+        for is_img2img in (False, True):
+            script = script_class()
+            script.is_img2img, script.is_txt2img = is_img2img, not is_img2img
+            controls = script.ui(is_img2img)
+            built[is_img2img] = script
+            report["img2img" if is_img2img else "txt2img"] = {
+                "components": [type(c).__name__ for c in controls], "value": controls[0].value,
+                "infotext_fields": len(script.infotext_fields)}
+        tabs = [tab for callback in script_callbacks.registered["ui_tabs"] for tab in callback()]
+    report["tabs"] = [[label, elem_id] for _, label, elem_id in tabs]
+    json.dumps(demo.get_config_file())  # the page config serialises
+    return built
+
+
+def paste_into_script(script, infotext):
+    """connect_paste's reading of infotext_fields: key -> params.get, callable -> call."""
+    from ccdm_core.infotext import parse_infotext
+
+    _, _, params = parse_infotext(infotext)
+    out = []
+    for component, key in script.infotext_fields:
+        value = key(params) if callable(key) else params.get(key)
+        out.append(value.get("value", "<update>") if isinstance(value, dict) else value)
+    return out
+
+
+def main():
+    namespace = runpy.run_path(str(ROOT / "scripts" / "ccdm_script.py"), run_name="ccdm_script")
+    classes = [v for v in namespace.values() if isinstance(v, type) and issubclass(v, scripts.Script)]
+    report["script_classes"] = [c.__name__ for c in classes]
+    report["callbacks"] = sorted(script_callbacks.registered)
+    built = build_scripts_and_tab(classes[0])
+
+    from ccdm_core.webui import tab, ui
+    from ccdm_core.webui.runtime import list_modules
+
+    label = list_modules()[0].label
+    report["module_label"] = label
+    info = f"a cat\nNegative prompt: dog\nSteps: 9, Sampler: DDIM, CFG scale: 6.5, Seed: 3, Size: 256x320, " \
+           f"CCDM motion module: renamed [{label[-11:-1]}], CCDM frames: 12, CCDM fps: 10, CCDM context: 8/2/loop"
+    report["script_paste"] = paste_into_script(built[False], info)
+    report["tab_paste"] = [u.get("value", "<update>") if isinstance(u, dict) else u for u in tab.paste(info)]
+    report["collected"] = ui.settings_from_controls(
+        {"enabled": True, "motion_module": label, "frames": 12.0, "fps": 10, "context_length": 8.0,
+         "context_overlap": 2.0, "closed_loop": True, "formats": ["gif", "bogus"]})
+    request = tab.request_from_inputs(["a cat", "", "Euler", 9.0, 6.5, 256.0, 320.0, 3.0, label, 12.0, 10, 8.0, 2.0,
+                                       True, ["gif"]])
+    report["request"] = request.to_dict()
+
+    app = FastAPI()
+    for callback in script_callbacks.registered["app_started"]:
+        callback(None, app)
+    client = TestClient(app)
+    listed = client.get("/ccdm/v1/motion-modules")
+    report["modules_route"] = [listed.status_code, listed.json()]
+    bad = client.post("/ccdm/v1/txt2vid", json={"prompt": "x", "colour": "red"})
+    report["bad_route"] = [bad.status_code, bad.json()]
+    bad = client.post("/ccdm/v1/txt2vid", json={"prompt": "x", "frames": 5000})
+    report["bad_frames"] = [bad.status_code, bad.json()]
+    print("REPORT " + json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()

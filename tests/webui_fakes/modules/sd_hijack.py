@@ -1,0 +1,2 @@
+"""Fake modules.sd_hijack: no optimisation selected (CCDM falls back to SDPA)."""
+current_optimizer = None
