@@ -13,7 +13,9 @@ import torch
 from PIL import Image
 
 from ccdm_core import new_motion_module, save_motion_module
+from ccdm_core.cross_frame import self_attention_layers
 from ccdm_core.inject import TemporalSlot
+from ccdm_core.webui import entry
 from ccdm_core.video import read_infotext
 from ccdm_core.webui.settings import CCDMSettings, CCDMSettingsError
 from conftest import make_unet, randomize_, unet_inputs
@@ -51,7 +53,8 @@ def webui(tmp_path, monkeypatch, sd_and_module):
     sha = save_motion_module(module, tmp_path / "models" / "ccdm" / "tiny_v2.safetensors")
     shared.sd_model = sd_model
     runtime._entries, runtime._loaded, runtime._formats = None, {}, {}
-    yield types.SimpleNamespace(root=tmp_path, sha=sha, sd_model=sd_model, shared=shared, runtime=runtime)
+    yield types.SimpleNamespace(root=tmp_path, sha=sha, sd_model=sd_model, shared=shared, runtime=runtime,
+                                unet=sd_model.model.diffusion_model)
     runtime._entries, runtime._loaded, runtime._formats = None, {}, {}
     _drop_fake_modules()
 
@@ -71,6 +74,7 @@ class FakeP:
         self.batch_cond_uncond = batch_cond_uncond
         self.batch_size, self.n_iter, self.prompt, self.all_prompts = 1, 1, "a cat", None
         self.extra_generation_params, self.init_images, self.sampler_name = {}, None, "Euler a"
+        self.width = self.height = 64  # unet_inputs' 8x8 latents
         self.seen = {}
 
     def sample(self, conditioning=None, unconditional_conditioning=None, seeds=None, subseeds=None,
@@ -83,7 +87,11 @@ class FakeP:
             else:
                 out = torch.cat([unet(x[:f], t[:f], context=ctx[:f]), unet(x[f:], t[f:], context=ctx[f:])])
         self.seen = {"alphas": self.sd_model.alphas_cumprod,
-                     "slots": any(isinstance(m, TemporalSlot) for m in unet.modules()), "out": out}
+                     "slots": any(isinstance(m, TemporalSlot) for m in unet.modules()), "unet_out": out,
+                     "cross_frame": any("forward" in vars(layer) for layer in self_attention_layers(unet))}
+        params = types.SimpleNamespace(x=out, sampling_step=0, total_sampling_steps=4)
+        entry.on_cfg_after_cfg(params)  # what CFGDenoiser does after CFG (here on both videos)
+        out = self.seen["out"] = params.x
         if self.fail:
             raise RuntimeError("boom mid-run")
         return out[:f]
@@ -132,7 +140,8 @@ def test_enabled_run_patches_only_during_sampling_and_writes_the_clip(webui):
     assert_restored(webui.sd_model, snap)
     label = f"tiny_v2 [{webui.sha[:10]}]"
     assert p.extra_generation_params == {"CCDM motion module": label, "CCDM frames": FRAMES, "CCDM fps": "8",
-                                         "CCDM context": "4/2"}
+                                         "CCDM context": "4/2", "CCDM fusion": "0.5/0.5/temporal"}
+    assert p.seen["cross_frame"] and not any("forward" in vars(m) for m in self_attention_layers(webui.unet))
     assert "ccdm/tiny_v2" in hashes.titles
     written = sorted(path.name for path in (webui.root / "out").rglob("*") if path.is_file())
     assert written == ["00000-7.gif", "00000-7.mp4", "00000-7.txt"]
@@ -228,7 +237,8 @@ def test_callbacks_registered_and_unload_restores(webui):
     from ccdm_core.webui import entry
     from ccdm_core.webui.patches import active_runs, video_patches
     entry.register_callbacks()
-    assert set(script_callbacks.registered) == {"ui_tabs", "ui_settings", "app_started", "script_unloaded"}
+    assert set(script_callbacks.registered) == {"ui_tabs", "ui_settings", "app_started", "script_unloaded",
+                                                "cfg_after_cfg"}
     module = webui.runtime.load_module(webui.runtime.select_module(""), torch.device("cpu"), torch.float32)
     snap = snapshot(webui.sd_model)
     from ccdm_core.attention import sdpa_attention
@@ -237,3 +247,81 @@ def test_callbacks_registered_and_unload_restores(webui):
     assert active_runs() == 1
     script_callbacks.registered["script_unloaded"][0]()
     assert_restored(webui.sd_model, snap) and webui.runtime._loaded == {}
+
+
+# ---------------------------------------------------------------- fusion, cross-frame, keyframes (issue 4)
+
+
+def test_strengths_zero_leave_the_run_bit_identical_to_before(webui):
+    from test_webui_unet import _reference_patches
+    p = FakeP(webui.sd_model, webui.root / "out")
+    run_script(p, enabled(fusion_strength=0.0, cross_frame_strength=0.0))
+    settings = CCDMSettings.from_dict(enabled())
+    module = webui.runtime.load_module(webui.runtime.select_module(""), torch.device("cpu"), torch.float32)
+    x, t, ctx = unet_inputs(frames=FRAMES, videos=2)
+    with torch.no_grad(), _reference_patches(webui.sd_model, module, settings):
+        reference = webui.unet(x, t, context=ctx)
+    assert not p.seen["cross_frame"] and torch.equal(p.seen["out"], reference)
+    assert p.extra_generation_params["CCDM fusion"] == "0/0/temporal"
+    on = FakeP(webui.sd_model, webui.root / "on")
+    run_script(on, enabled())
+    assert on.seen["cross_frame"] and not torch.equal(on.seen["unet_out"], reference)
+    assert not torch.equal(on.seen["out"], on.seen["unet_out"])  # fusion acted after CFG
+
+
+def test_cross_frame_patch_restored_after_an_error_mid_run(webui):
+    snap = snapshot(webui.sd_model)
+    p = FakeP(webui.sd_model, webui.root / "out", fail=True)
+    with pytest.raises(RuntimeError, match="boom mid-run"):
+        run_script(p, enabled())
+    assert p.seen["cross_frame"]
+    assert_restored(webui.sd_model, snap)
+    from ccdm_core.webui.guidance import current_guidance
+    assert current_guidance() is None
+
+
+def test_keyframes_are_encoded_once_with_the_webui_vae_and_pin_their_frames(webui, monkeypatch):
+    import base64
+    import io
+    calls = []
+
+    def encode_first_stage(pixels):
+        calls.append(tuple(pixels.shape))
+        return torch.nn.functional.avg_pool2d(pixels, 8).repeat(1, 2, 1, 1)[:, :4]
+
+    monkeypatch.setattr(webui.sd_model, "encode_first_stage", encode_first_stage, raising=False)
+    monkeypatch.setattr(webui.sd_model, "get_first_stage_encoding", lambda z: z * 0.5, raising=False)
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((32, 32, 3), 255, np.uint8)).save(buffer, format="PNG")
+    image = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    p = FakeP(webui.sd_model, webui.root / "out")
+    run_script(p, enabled(fusion_strength=0.0, cross_frame_strength=0.0,
+                          keyframes=[{"frame": 2, "image": image, "strength": 1.0}]))
+    assert calls == [(1, 3, 64, 64)] and p.extra_generation_params["CCDM keyframes"] == "2:(1)"
+    out, unet_out = p.seen["out"], p.seen["unet_out"]
+    pinned = torch.full((4, 8, 8), 0.5)
+    for video in range(2):
+        assert torch.allclose(out[video * FRAMES + 2], pinned)
+        others = [video * FRAMES + i for i in range(FRAMES) if i != 2]
+        assert torch.equal(out[others], unet_out[others])
+    from ccdm_core.webui.guidance import current_guidance
+    assert current_guidance() is None
+
+
+def test_bad_keyframe_image_fails_from_sample_naming_the_field(webui, monkeypatch):
+    monkeypatch.setattr(webui.sd_model, "encode_first_stage", lambda x: x, raising=False)
+    monkeypatch.setattr(webui.sd_model, "get_first_stage_encoding", lambda z: z, raising=False)
+    snap = snapshot(webui.sd_model)
+    p = FakeP(webui.sd_model, webui.root / "out")
+    with pytest.raises(CCDMSettingsError) as info:
+        run_script(p, enabled(keyframes=[{"frame": 1, "image": "data:image/png;base64,bm90IGFuIGltYWdl"}]))
+    assert info.value.field == "keyframes" and p.seen == {}
+    assert_restored(webui.sd_model, snap)
+
+
+def test_timestep_samplers_run_without_after_cfg_guidance(webui, capsys):
+    p = FakeP(webui.sd_model, webui.root / "out")
+    p.sampler_name = "DDIM"  # WebUI 1.6.0: its after-CFG value is eps, not the clean latent
+    run_script(p, enabled())
+    assert torch.equal(p.seen["out"], p.seen["unet_out"]) and p.seen["cross_frame"]
+    assert "need a k-diffusion sampler; DDIM" in capsys.readouterr().out

@@ -26,7 +26,8 @@ def test_defaults_round_trip_by_field_name():
     assert s.enabled is False and s.formats == (VideoFormat.MP4,)
     data = s.to_dict()
     assert data == {"schema": 1, "enabled": False, "motion_module": "", "frames": 16, "fps": 8.0,
-                    "context_length": 16, "context_overlap": 4, "closed_loop": False, "formats": ["mp4"]}
+                    "context_length": 16, "context_overlap": 4, "closed_loop": False, "formats": ["mp4"],
+                    "fusion_strength": 0.5, "cross_frame_strength": 0.5, "fusion_mode": "temporal", "keyframes": []}
     assert json.loads(json.dumps(data)) == data
     assert CCDMSettings.from_dict(data) == s
     assert CCDMSettings.from_dict(json.dumps(data)) == s
@@ -203,6 +204,7 @@ class Block(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, Block())
 import ccdm_core.webui.settings, ccdm_core.webui.discovery, ccdm_core.webui.outputs, ccdm_core.webui.video_unet
 import ccdm_core.webui.attention_dispatch, ccdm_core.webui.patches, ccdm_core.webui.env, ccdm_core.webui.runtime
+import ccdm_core.webui.guidance
 print("ok")
 """
 
@@ -212,3 +214,90 @@ def test_webui_engine_parts_import_without_webui_or_optional_packages():
     out = subprocess.run([sys.executable, "-c", BLOCKER], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+# ---------------------------------------------------------------- fusion and keyframes (issue 4)
+
+KEYS = [{"frame": 0, "image": "data:image/png;base64,iVBORw0KGgo=", "strength": 1.0, "prompt": None},
+        {"frame": 12, "image": None, "strength": 0.6, "prompt": "a dog"}]
+
+
+def test_fusion_and_keyframe_fields_parse_and_round_trip():
+    s = CCDMSettings.from_dict({"frames": 16, "fusion_strength": 0.25, "cross_frame_strength": 1,
+                                "fusion_mode": "Keyframe", "keyframes": list(reversed(KEYS))})
+    assert (s.fusion_strength, s.cross_frame_strength, s.fusion_mode) == (0.25, 1.0, "keyframe")
+    assert [kf.frame for kf in s.keyframes] == [0, 12] and s.keyframes[1].prompt == "a dog"
+    data = s.to_dict()
+    assert data["keyframes"] == KEYS and json.loads(json.dumps(data)) == data
+    assert CCDMSettings.from_dict(data) == s and CCDMSettings.from_dict(json.dumps(data)) == s
+    assert CCDMSettings.from_dict({"keyframes": json.dumps(KEYS)}) == CCDMSettings.from_dict({"keyframes": KEYS})
+    assert CCDMSettings.from_dict({"keyframes": None}).keyframes == () == CCDMSettings().keyframes
+    body = {"prompt": "a cat", "frames": 16, "fusion_strength": 0.0, "keyframes": KEYS}
+    r = Txt2VidRequest.from_dict(body)
+    assert r.video.fusion_strength == 0.0 and len(r.video.keyframes) == 2
+    assert Txt2VidRequest.from_dict(r.to_dict()) == r
+
+
+@pytest.mark.parametrize("data,field,words", [
+    ({"fusion_strength": 1.5}, "fusion_strength", "out of range; accepted 0..1"),
+    ({"fusion_strength": "0.5"}, "fusion_strength", "must be a number"),
+    ({"cross_frame_strength": -0.1}, "cross_frame_strength", "accepted 0..1"),
+    ({"cross_frame_strength": True}, "cross_frame_strength", "must be a number"),
+    ({"fusion_mode": "blend"}, "fusion_mode", "unknown mode 'blend'; accepted: uniform, temporal, keyframe"),
+    ({"fusion_mode": 1}, "fusion_mode", "accepted: uniform, temporal, keyframe"),
+    ({"keyframes": [{"frame": 16}]}, "keyframes", "frame 16 is outside the clip; accepted frames 0..15"),
+    ({"frames": 8, "keyframes": [{"frame": 8}]}, "keyframes", "accepted frames 0..7"),
+    ({"keyframes": [{"frame": 2}, {"frame": 2}]}, "keyframes", "two keyframes at frame 2"),
+    ({"keyframes": [{"frame": -1}]}, "keyframes", "integer >= 0"),
+    ({"keyframes": [{"frame": 1, "strength": 2}]}, "keyframes", "strength must be a number in 0..1"),
+    ({"keyframes": [{"frame": 1, "colour": 2}]}, "keyframes", "unknown field 'colour'"),
+    ({"keyframes": [{"image": "x"}]}, "keyframes", "at least 'frame'"),
+    ({"keyframes": [{"frame": 1, "image": 5}]}, "keyframes", "image must be a data URL or base64"),
+    ({"keyframes": "[{"}, "keyframes", "not valid JSON"),
+    ({"keyframes": {"frame": 1}}, "keyframes", "must be a JSON list"),
+])
+def test_bad_fusion_and_keyframe_fields_name_the_field(data, field, words):
+    with pytest.raises(CCDMSettingsError, match=words) as info:
+        CCDMSettings.from_dict(data)
+    err = info.value
+    assert err.field == field and str(err).startswith(f"{field}: ") and vars(err)["status_code"] == 422
+    with pytest.raises(CCDMSettingsError) as info:
+        Txt2VidRequest.from_dict({"prompt": "a cat", **data})
+    assert info.value.field == field
+
+
+def test_unknown_fields_are_still_refused_by_name():
+    with pytest.raises(CCDMSettingsError, match="fusion_strenght: unknown field; accepted fields: .*fusion_strength"):
+        CCDMSettings.from_dict({"fusion_strenght": 0.5})
+
+
+@given(fusion=st.sampled_from([0, 0.25, 0.5, 1]), cross=st.sampled_from([0, 0.1, 0.5, 0.75, 1]),
+       mode=st.sampled_from(["uniform", "temporal", "keyframe"]))
+@hsettings(max_examples=30, deadline=None)
+def test_fusion_infotext_round_trip(fusion, cross, mode):
+    from ccdm_core.webui.settings import KEY_FUSION, KEY_KEYFRAMES, keyframe_strengths_from_infotext
+    s = CCDMSettings(enabled=True, motion_module="mm [0123456789]", fusion_strength=fusion,
+                     cross_frame_strength=cross, fusion_mode=mode, keyframes=KEYS)
+    params = s.infotext_params(s.motion_module)
+    assert params[KEY_FUSION] == f"{fusion:g}/{cross:g}/{mode}" and params[KEY_KEYFRAMES] == "0:(1), 12:(0.6)"
+    text = build_infotext("a cat", "", {"Steps": 20, **params})
+    assert "base64" not in text and "a dog" not in text  # images (and keyframe prompts) stay out of the infotext
+    _, _, parsed = parse_infotext(text)
+    back = settings_from_infotext(parsed, CCDMSettings(keyframes=KEYS))
+    assert back == s
+    assert keyframe_strengths_from_infotext(parsed) == {0: 1.0, 12: 0.6}
+
+
+def test_fusion_infotext_forms():
+    from ccdm_core.webui.settings import KEY_FUSION, keyframe_strengths_from_infotext, parse_fusion
+    assert "CCDM keyframes" not in CCDMSettings().infotext_params("mm")
+    assert CCDMSettings().infotext_params("mm")[KEY_FUSION] == "0.5/0.5/temporal"
+    assert parse_fusion(" 0 / 1 / uniform ") == {"fusion_strength": 0, "cross_frame_strength": 1,
+                                                 "fusion_mode": "uniform"}
+    with pytest.raises(CCDMSettingsError, match="^fusion: "):
+        parse_fusion("0.5/temporal")
+    with pytest.raises(CCDMSettingsError, match="^fusion_mode: "):
+        settings_from_infotext({KEY_FRAMES: "16", KEY_FUSION: "0.5/0.5/wobble"})
+    with pytest.raises(CCDMSettingsError, match="^keyframes: "):
+        keyframe_strengths_from_infotext({"CCDM keyframes": "0=1"})
+    assert keyframe_strengths_from_infotext({}) == {}

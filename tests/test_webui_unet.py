@@ -13,6 +13,7 @@ from torch import nn
 
 from ccdm_core import new_motion_module
 from ccdm_core.attention import current_backend, sdpa_attention
+from ccdm_core.cross_frame import FrameContext, self_attention_layers
 from ccdm_core.inject import TemporalSlot
 from ccdm_core.schedules import make_alphas_cumprod
 from ccdm_core.video import read_infotext, read_video
@@ -63,6 +64,7 @@ def assert_restored(sd_model, snap):
     assert all(torch.equal(v, state[k]) for k, v in unet.state_dict().items())
     assert sd_model.alphas_cumprod is alphas
     assert "forward" not in unet.__dict__ and unet.__dict__.keys() == attrs.keys()
+    assert not any("forward" in vars(layer) for layer in self_attention_layers(unet))  # cross-frame undone
     assert current_backend() is sdpa_attention and active_runs() == 0
 
 
@@ -272,3 +274,84 @@ def test_frames_from_webui_images():
     assert frames.shape == (2, 8, 8, 3) and frames.dtype == np.uint8
     from PIL import Image
     assert np.array_equal(frames_from_unit_tensors([Image.fromarray(frames[0])])[0], frames[0])
+
+
+# ---------------------------------------------------------------- cross-frame attention (issue 4)
+
+
+def _reference_patches(sd_model, module, settings):
+    """The run's patches as they were before cross-frame attention existed (motion, schedule, windows)."""
+    import contextlib
+    from ccdm_core.attention import use_attention_backend
+    from ccdm_core.inject import inject_motion
+    from ccdm_core.schedules import swap_alphas_cumprod
+    from ccdm_core.webui.patches import module_alphas_cumprod
+
+    unet = sd_model.model.diffusion_model
+    stack = contextlib.ExitStack()
+    stack.enter_context(use_attention_backend(sdpa_attention))
+    stack.enter_context(swap_alphas_cumprod(sd_model, module_alphas_cumprod(sd_model, module)))
+    handle = stack.enter_context(inject_motion(unet, module, min(settings.frames, settings.context_length)))
+    stack.enter_context(windowed_unet_forward(unet, handle, settings.frames, settings.context_length,
+                                              settings.context_overlap, settings.closed_loop))
+    return stack
+
+
+@torch.no_grad()
+def test_strength_zero_is_bit_identical_to_the_run_without_cross_frame(rig):
+    sd_model, module = rig
+    unet = sd_model.model.diffusion_model
+    x, t, ctx = unet_inputs(frames=SETTINGS.frames, videos=2)
+    with _reference_patches(sd_model, module, SETTINGS):
+        reference = unet(x, t, context=ctx)
+    off = dataclasses.replace(SETTINGS, cross_frame_strength=0.0, fusion_strength=0.0)
+    with video_patches(sd_model, module, off, sdpa_attention, keyframes=[3]):
+        assert not any("forward" in vars(layer) for layer in self_attention_layers(unet))
+        assert torch.equal(unet(x, t, context=ctx), reference)
+    with video_patches(sd_model, module, SETTINGS, sdpa_attention):
+        assert all("forward" in vars(layer) for layer in self_attention_layers(unet))
+        assert not torch.equal(unet(x, t, context=ctx), reference)
+
+
+@torch.no_grad()
+def test_cross_frame_patch_lives_only_in_the_block_and_is_restored_after_an_error(rig):
+    sd_model, module = rig
+    unet = sd_model.model.diffusion_model
+    layers = self_attention_layers(unet)
+    assert layers
+    mine = layers[0].forward = lambda *a, **k: type(layers[0]).forward(layers[0], *a, **k)  # someone else's
+    try:
+        snap = snapshot(sd_model)
+        x, t, ctx = unet_inputs(frames=6)
+        with pytest.raises(RuntimeError, match="boom"):
+            with video_patches(sd_model, module, SETTINGS, sdpa_attention):
+                assert vars(layers[0])["forward"] is not mine and "forward" in vars(layers[1])
+                unet(x, t, context=ctx)
+                raise RuntimeError("boom")
+        assert vars(layers[0])["forward"] is mine and "forward" not in vars(layers[1])
+    finally:
+        del layers[0].forward
+    assert_restored(sd_model, snap)
+
+
+def test_each_window_tells_cross_frame_attention_its_anchors():
+    seen = []
+    ctx = FrameContext(0.5)
+
+    def forward(x, t):
+        seen.append((x.shape[0], list(ctx.anchors)))
+        return x
+
+    from ccdm_core.webui.video_unet import WindowedUNetForward
+    windows = plan_for(6, 4, 2, False)
+    wrapper = WindowedUNetForward(nn.Identity(), lambda x, t: forward(x, t), types_ns(), 6, windows, ctx, [3])
+    x = torch.randn(12, 1, 1, 1)
+    wrapper(x, torch.zeros(12))
+    from ccdm_core.cross_frame import window_anchors
+    expected = [(len(w), window_anchors(w, [3])) for w in windows] * 2  # per video, per window
+    assert seen == expected and any(a != [0] * len(a) for _, a in seen)
+
+
+def types_ns():
+    import types
+    return types.SimpleNamespace(num_frames=None)

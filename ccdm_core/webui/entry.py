@@ -49,3 +49,11 @@ def register_callbacks() -> None:
     script_callbacks.on_ui_settings(_logged("settings", on_ui_settings))
     script_callbacks.on_app_started(_logged("API routes", on_app_started))
     script_callbacks.on_script_unloaded(_logged("unload", on_script_unloaded))
+    script_callbacks.on_cfg_after_cfg(_logged("fusion after CFG", on_cfg_after_cfg))
+
+
+def on_cfg_after_cfg(params):
+    """Fusion and keyframe guidance of the CCDM run now sampling; nothing at all otherwise."""
+    from .guidance import on_cfg_after_cfg as guide
+
+    guide(params)

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Iterator, List
+from typing import Iterator, List, Sequence
 
 from ..attention import AttentionFn, use_attention_backend
+from ..cross_frame import FrameContext, cross_frame_attention
 from ..inject import MotionHandle, inject_motion
 from ..motion import MotionModule
 from ..schedules import make_alphas_cumprod, swap_alphas_cumprod
@@ -51,23 +52,27 @@ def module_alphas_cumprod(sd_model, module: MotionModule):
 
 
 @contextlib.contextmanager
-def video_patches(sd_model, module: MotionModule, settings: CCDMSettings,
-                  attention_fn: AttentionFn) -> Iterator[MotionHandle]:
+def video_patches(sd_model, module: MotionModule, settings: CCDMSettings, attention_fn: AttentionFn,
+                  keyframes: Sequence[int] = ()) -> Iterator[MotionHandle]:
     """For the block: motion module injected (v1: GroupNorm over frames), module's alphas_cumprod, attention
-    backend, and context windows per video on the UNet's forward; all restored on exit, whatever happens."""
+    backend, cross-frame attention (anchors: `keyframes` in each window, else its first frame; strength 0
+    patches nothing) and context windows per video on the UNet's forward; all restored on exit, whatever happens."""
     # 1. Check everything before changing anything.
     check_run(sd_model, module, settings)
     unet = sd_model.model.diffusion_model
     schedule = module_alphas_cumprod(sd_model, module)
     first = min(settings.frames, settings.context_length)
+    frame_ctx = FrameContext(settings.cross_frame_strength)
     # 2. Patch; the ExitStack unwinds in reverse order on success, error or interrupt.
     with contextlib.ExitStack() as stack:
         _register(stack)
         stack.enter_context(use_attention_backend(attention_fn))
         stack.enter_context(swap_alphas_cumprod(sd_model, schedule))
+        stack.enter_context(cross_frame_attention(unet, frame_ctx))
         handle = stack.enter_context(inject_motion(unet, module, first))
         stack.enter_context(windowed_unet_forward(unet, handle, settings.frames, settings.context_length,
-                                                  settings.context_overlap, settings.closed_loop))
+                                                  settings.context_overlap, settings.closed_loop,
+                                                  frame_ctx if frame_ctx.strength > 0 else None, keyframes))
         yield handle
 
 

@@ -19,6 +19,7 @@ from ..motion_io import load_motion_module
 from . import env
 from .attention_dispatch import backend_for
 from .discovery import MotionEntry, list_motion_modules, no_module_message, resolve_motion_module
+from .guidance import Guidance, active_guidance, build_guidance
 from .outputs import ClipFiles, dated_folder, frames_from_unit_tensors, write_clip
 from .patches import check_run, restore_leftovers, video_patches
 from .settings import CCDMSettings, CCDMSettingsError, Txt2VidRequest
@@ -106,6 +107,7 @@ class VideoRun:
     error: Optional[Exception] = None
     incomplete: List[bool] = dataclasses.field(default_factory=list)
     clips: List[ClipFiles] = dataclasses.field(default_factory=list)
+    guidance: Optional[Guidance] = None  # fusion and keyframe latents; current only while p.sample runs
 
     def fail(self, err: Exception) -> None:
         if self.error is None:
@@ -122,11 +124,28 @@ def prepare(run: VideoRun, p) -> None:
         unet = p.sd_model.model.diffusion_model
         run.module = load_module(run.entry, devices.device, next(unet.parameters()).dtype)
         check_run(p.sd_model, run.module, run.settings)
+        run.guidance = _guidance(p, run)
         p.extra_generation_params.update(run.settings.infotext_params(run.entry.label))
     except CCDMError as err:
         run.fail(err)
     except Exception as err:  # the WebUI swallows errors in process(): keep it for p.sample to raise as it is
         run.error = err
+
+
+def _guidance(p, run: VideoRun) -> Guidance:
+    """Keyframe images VAE-encoded once with the WebUI's first stage; the fusion module from the module's extras."""
+    import torch
+    from modules import devices
+
+    sd_model = p.sd_model
+    vae_dtype = getattr(devices, "dtype_vae", torch.float32)
+
+    def vae_encode(pixels):
+        latent = sd_model.encode_first_stage(pixels.to(devices.device, dtype=vae_dtype))
+        return sd_model.get_first_stage_encoding(latent).float()
+
+    return build_guidance(run.settings, vae_encode, int(p.width), int(p.height),
+                          getattr(run.module, "extras", None), devices.device)
 
 
 def _check_prompts(p) -> None:
@@ -151,13 +170,36 @@ def install_sample_wrapper(p, run: VideoRun) -> None:
         _, attention_fn, note = backend_for(env.optimizer_name(), devices.device, dtype)
         if note:
             print(f"CCDM: {note}")
-        with video_patches(p.sd_model, run.module, run.settings, attention_fn):
-            with _fresh_sampler(p, run), _first_frame_keyframe(p, run):
+        keyframes = run.guidance.keyframes if run.guidance is not None else []
+        guidance = _after_cfg_guidance(p, run)
+        with video_patches(p.sd_model, run.module, run.settings, attention_fn, keyframes):
+            with _fresh_sampler(p, run), _first_frame_keyframe(p, run), active_guidance(guidance):
                 result = original(*args, **kwargs)
         run.incomplete.append(bool(shared.state.interrupted or shared.state.skipped))
         return result
 
     p.sample = sample
+
+
+EPS_SAMPLERS = ("DDIM", "PLMS", "UniPC")  # WebUI 1.6.0's timestep samplers: their CFG output is eps, not x0
+
+
+def _after_cfg_guidance(p, run: VideoRun) -> Optional[Guidance]:
+    """The run's guidance, unless the sampler's after-CFG output is not a clean-latent prediction."""
+    if run.guidance is None or run.guidance.does_nothing():
+        return None
+    try:
+        from modules import sd_samplers_timesteps
+
+        names = {d.name for d in sd_samplers_timesteps.samplers_data_timesteps}
+        names |= {a for d in sd_samplers_timesteps.samplers_data_timesteps for a in d.aliases}
+    except (ImportError, AttributeError):
+        names = set(EPS_SAMPLERS)
+    if getattr(p, "sampler_name", None) in names:
+        print(f"CCDM: fusion and keyframe guidance need a k-diffusion sampler; {p.sampler_name} runs without them "
+              "(cross-frame attention still applies)")
+        return None
+    return run.guidance
 
 
 @contextlib.contextmanager

@@ -13,6 +13,8 @@ import re
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from ..errors import CCDMError
+from ..fusion import FusionMode
+from ..keyframes import Keyframe, check_keyframes, format_value_schedule, parse_keyframes_json, parse_value_schedule
 
 SCHEMA_VERSION = 1
 FRAMES_RANGE = (1, 1024)
@@ -28,6 +30,11 @@ KEY_MODULE = "CCDM motion module"
 KEY_FRAMES = "CCDM frames"
 KEY_FPS = "CCDM fps"
 KEY_CONTEXT = "CCDM context"
+KEY_FUSION = "CCDM fusion"
+KEY_KEYFRAMES = "CCDM keyframes"
+FUSION_MODES = tuple(m.value for m in FusionMode)
+STRENGTH_RANGE = (0.0, 1.0)
+_FUSION = re.compile(r"^\s*([-+0-9.eE]+)\s*/\s*([-+0-9.eE]+)\s*/\s*([a-z]+)\s*$")
 _CONTEXT = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*(/\s*loop\s*)?$")
 
 
@@ -110,6 +117,10 @@ class CCDMSettings:
     context_overlap: int = 4
     closed_loop: bool = False
     formats: Tuple[VideoFormat, ...] = (VideoFormat.MP4,)
+    fusion_strength: float = 0.5  # multi-frame fusion of the denoised prediction; 0 = off
+    cross_frame_strength: float = 0.5  # cross-frame attention; 0 = off
+    fusion_mode: str = FusionMode.TEMPORAL.value
+    keyframes: Tuple[Keyframe, ...] = ()  # images as data URLs or base64; not in the infotext
 
     def __post_init__(self):
         set_ = object.__setattr__  # frozen: normalise in place once
@@ -124,6 +135,10 @@ class CCDMSettings:
                                     f"{self.context_length}; accepted 0..{self.context_length - 1}")
         set_(self, "closed_loop", _bool("closed_loop", self.closed_loop))
         set_(self, "formats", _formats(self.formats))
+        set_(self, "fusion_strength", _float("fusion_strength", self.fusion_strength, *STRENGTH_RANGE))
+        set_(self, "cross_frame_strength", _float("cross_frame_strength", self.cross_frame_strength, *STRENGTH_RANGE))
+        set_(self, "fusion_mode", _fusion_mode(self.fusion_mode))
+        set_(self, "keyframes", _keyframes(self.keyframes, self.frames))
 
     @classmethod
     def field_names(cls) -> Tuple[str, ...]:
@@ -150,6 +165,7 @@ class CCDMSettings:
         for name in self.field_names():
             out[name] = getattr(self, name)
         out["formats"] = [f.value for f in self.formats]
+        out["keyframes"] = [keyframe_dict(kf) for kf in self.keyframes]
         return out
 
     def context_label(self) -> str:
@@ -157,8 +173,47 @@ class CCDMSettings:
 
     def infotext_params(self, motion_label: str) -> Dict[str, Any]:
         """The `CCDM ...` infotext entries of a run (motion_label: `name [shorthash]`)."""
-        return {KEY_MODULE: motion_label, KEY_FRAMES: self.frames, KEY_FPS: _number_text(self.fps),
-                KEY_CONTEXT: self.context_label()}
+        out = {KEY_MODULE: motion_label, KEY_FRAMES: self.frames, KEY_FPS: _number_text(self.fps),
+               KEY_CONTEXT: self.context_label(), KEY_FUSION: self.fusion_label()}
+        if self.keyframes:
+            out[KEY_KEYFRAMES] = format_value_schedule({kf.frame: kf.strength for kf in self.keyframes})
+        return out
+
+    def fusion_label(self) -> str:
+        return f"{self.fusion_strength:g}/{self.cross_frame_strength:g}/{self.fusion_mode}"
+
+
+def _fusion_mode(value: Any) -> str:
+    name = value.value if isinstance(value, FusionMode) else value
+    if not isinstance(name, str) or name.strip().lower() not in FUSION_MODES:
+        raise CCDMSettingsError("fusion_mode", f"unknown mode {value!r}; accepted: {', '.join(FUSION_MODES)}")
+    return name.strip().lower()
+
+
+def _keyframes(value: Any, frames: int) -> Tuple[Keyframe, ...]:
+    """Keyframes from a JSON list/text or Keyframe objects: inside the clip, one per frame, images as text."""
+    if value is None:
+        return ()
+    if isinstance(value, (list, tuple)) and all(isinstance(kf, Keyframe) for kf in value):
+        items = list(value)
+    else:
+        try:
+            items = parse_keyframes_json(list(value) if isinstance(value, tuple) else value)
+        except CCDMError as err:
+            raise CCDMSettingsError("keyframes", str(err)) from None
+    for kf in items:
+        if kf.image is not None and (not isinstance(kf.image, str) or not kf.image.strip()):
+            raise CCDMSettingsError("keyframes", f"keyframe at frame {kf.frame}: image must be a data URL or "
+                                    "base64 PNG/JPEG text")
+    try:
+        return tuple(check_keyframes(items, frames))
+    except CCDMError as err:
+        raise CCDMSettingsError("keyframes", str(err)) from None
+
+
+def keyframe_dict(kf: Keyframe) -> Dict[str, Any]:
+    """A keyframe as the JSON object the API and the keyframes textbox use."""
+    return {"frame": kf.frame, "image": kf.image, "strength": kf.strength, "prompt": kf.prompt}
 
 
 def _json_object(text: str) -> Any:
@@ -205,7 +260,30 @@ def settings_from_infotext(params: Mapping[str, str], base: Optional[CCDMSetting
     if KEY_CONTEXT in params:
         length, overlap, loop = parse_context(params[KEY_CONTEXT])
         values.update(context_length=length, context_overlap=overlap, closed_loop=loop)
+    if KEY_FUSION in params:
+        values.update(parse_fusion(params[KEY_FUSION]))
     return dataclasses.replace(base, **values)
+
+
+def parse_fusion(text: str) -> Dict[str, Any]:
+    """`0.5/0.5/temporal` -> fusion_strength, cross_frame_strength, fusion_mode (validated by the settings)."""
+    m = _FUSION.match(str(text))
+    if not m:
+        raise CCDMSettingsError("fusion", f"cannot read {text!r}; expected FUSION/CROSS_FRAME/MODE, e.g. "
+                                "0.5/0.5/temporal")
+    return {"fusion_strength": _number_from_text("fusion_strength", m.group(1)),
+            "cross_frame_strength": _number_from_text("cross_frame_strength", m.group(2)),
+            "fusion_mode": m.group(3)}
+
+
+def keyframe_strengths_from_infotext(params: Mapping[str, str]) -> Dict[int, float]:
+    """`CCDM keyframes: 0:(1), 12:(0.6)` -> {frame: strength} (the images are not in the infotext)."""
+    if KEY_KEYFRAMES not in params:
+        return {}
+    try:
+        return parse_value_schedule(str(params[KEY_KEYFRAMES]))
+    except CCDMError as err:
+        raise CCDMSettingsError("keyframes", str(err)) from None
 
 
 def _number_from_text(field: str, text: Any) -> float:

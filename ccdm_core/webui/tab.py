@@ -8,8 +8,8 @@ import gradio as gr
 
 from ..infotext import parse_infotext
 from . import env
-from .settings import SIZE_RANGE, CCDMSettingsError, Txt2VidRequest, settings_from_infotext
-from .ui import module_picker, pasted_module, settings_from_controls, video_controls
+from .settings import KEY_FUSION, SIZE_RANGE, CCDMSettingsError, Txt2VidRequest, settings_from_infotext
+from .ui import FUSION_FIELDS, module_picker, pasted_module, settings_from_controls, video_controls
 
 TAB_ID = "ccdm_txt2vid"
 DEFAULT_SAMPLER = "Euler a"
@@ -23,7 +23,8 @@ SUBMIT_JS = """function() {
     return res;
 }"""
 REQUEST_FIELDS = ("prompt", "negative_prompt", "sampler_name", "steps", "cfg_scale", "width", "height", "seed")
-VIDEO_FIELDS = ("motion_module", "frames", "fps", "context_length", "context_overlap", "closed_loop", "formats")
+VIDEO_FIELDS = ("motion_module", "frames", "fps", "context_length", "context_overlap", "closed_loop", "formats",
+                "fusion_strength", "cross_frame_strength", "fusion_mode", "keyframes")
 
 
 def _prompt_column() -> Dict[str, Any]:
@@ -161,6 +162,9 @@ def paste(text: str):
     if settings is not None:
         video = settings.to_dict()
         video["formats"] = None  # formats are a choice of this machine, not of the clip
+        video["keyframes"] = None  # keyframe images are not in the infotext
         video["motion_module"] = pasted_module(params)
+        if KEY_FUSION not in params:
+            video.update(dict.fromkeys(FUSION_FIELDS))  # older clips: leave the fusion controls as they are
     out = [values.get(n) for n in REQUEST_FIELDS] + [video.get(n) for n in VIDEO_FIELDS]
     return [gr.update() if v is None else (v if isinstance(v, dict) else gr.update(value=v)) for v in out]

@@ -1,21 +1,24 @@
 """Gradio 3.41 UI: the CCDM accordion of the always-on script, the motion-module picker, the settings section."""
 from __future__ import annotations
 
+import json
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import gradio as gr
 
 from . import env
 from .discovery import label_hash
-from .settings import (CONTEXT_RANGE, FORMAT_NAMES, FPS_RANGE, FRAMES_RANGE, KEY_CONTEXT, KEY_FPS, KEY_FRAMES,
-                       KEY_MODULE, CCDMSettings, CCDMSettingsError, parse_context)
+from .settings import (CONTEXT_RANGE, FORMAT_NAMES, FPS_RANGE, FRAMES_RANGE, FUSION_MODES, KEY_CONTEXT, KEY_FPS,
+                       KEY_FRAMES, KEY_FUSION, KEY_MODULE, CCDMSettings, CCDMSettingsError, parse_context, parse_fusion)
 
 FORMAT_CHOICES = [("MP4", "mp4"), ("GIF", "gif"), ("WebM", "webm"), ("WebP", "webp"), ("PNG (animated)", "png")]
 CONTEXT_SLIDER_MAX = 64
 REFRESH_SYMBOL = "\U0001f504"
 # Controls whose value lives in the settings object; they must not be reset from ui-config.json behind its back.
 CONTROL_FIELDS = ("enabled", "motion_module", "frames", "fps", "context_length", "context_overlap", "closed_loop",
-                  "formats")
+                  "formats", "fusion_strength", "cross_frame_strength", "fusion_mode", "keyframes")
+FUSION_FIELDS = ("fusion_strength", "cross_frame_strength", "fusion_mode")
+KEYFRAMES_PLACEHOLDER = '[{"frame": 0, "image": "data:image/png;base64,...", "strength": 1.0, "prompt": null}]'
 
 
 def module_labels(refresh: bool = False) -> List[str]:
@@ -79,7 +82,32 @@ def video_controls(elem_prefix: str, defaults: CCDMSettings) -> Dict[str, Any]:
                                        elem_id=f"{elem_prefix}_closed_loop")
     c["formats"] = gr.CheckboxGroup(choices=FORMAT_CHOICES, value=[f.value for f in defaults.formats],
                                     label="Formats", elem_id=f"{elem_prefix}_formats")
+    c.update(fusion_controls(elem_prefix, defaults))
     return c
+
+
+def fusion_controls(elem_prefix: str, defaults: CCDMSettings) -> Dict[str, Any]:
+    """Fusion and cross-frame strengths, the fusion mode, and the keyframes (JSON list; images as data URLs)."""
+    c: Dict[str, Any] = {}
+    with gr.Row():
+        c["fusion_strength"] = gr.Slider(minimum=0.0, maximum=1.0, step=0.05, value=defaults.fusion_strength,
+                                         label="Fusion strength (0 = off)", elem_id=f"{elem_prefix}_fusion_strength")
+        c["cross_frame_strength"] = gr.Slider(minimum=0.0, maximum=1.0, step=0.05,
+                                              value=defaults.cross_frame_strength,
+                                              label="Cross-frame attention (0 = off)",
+                                              elem_id=f"{elem_prefix}_cross_frame_strength")
+        c["fusion_mode"] = gr.Dropdown(label="Fusion mode", choices=list(FUSION_MODES), value=defaults.fusion_mode,
+                                       elem_id=f"{elem_prefix}_fusion_mode")
+    c["keyframes"] = gr.Textbox(label="Keyframes (JSON: frame, image as data URL or base64, strength, prompt)",
+                                lines=2, value=_keyframes_text(defaults), placeholder=KEYFRAMES_PLACEHOLDER,
+                                elem_id=f"{elem_prefix}_keyframes")
+    c["keyframes"].do_not_save_to_config = True  # images are large: never into ui-config.json
+    return c
+
+
+def _keyframes_text(settings: CCDMSettings) -> str:
+    data = settings.to_dict()["keyframes"]
+    return json.dumps(data) if data else ""
 
 
 def settings_from_controls(values: Dict[str, Any]) -> Dict[str, Any]:
@@ -94,6 +122,11 @@ def settings_from_controls(values: Dict[str, Any]) -> Dict[str, Any]:
     out["closed_loop"] = bool(out.get("closed_loop"))
     out["motion_module"] = out.get("motion_module") or ""
     out["formats"] = [f for f in (out.get("formats") or []) if f in FORMAT_NAMES]
+    for name in ("fusion_strength", "cross_frame_strength"):
+        if isinstance(out.get(name), int) and not isinstance(out[name], bool):
+            out[name] = float(out[name])
+    if "keyframes" in out:
+        out["keyframes"] = out["keyframes"] or ""  # JSON text; the settings parse and check it
     return out
 
 
@@ -125,11 +158,25 @@ def _pasted_context(index: int):
     return read
 
 
+def pasted_fusion(field: str):
+    """Reader of `CCDM fusion: 0.5/0.5/temporal` for one of its fields (absent: the control is left as it is)."""
+    def read(params: Dict[str, str]):
+        if KEY_FUSION not in params:
+            return gr.update()
+        try:
+            return parse_fusion(params[KEY_FUSION])[field]
+        except CCDMSettingsError:
+            return gr.update()
+    return read
+
+
 def infotext_fields(controls: Dict[str, Any]) -> List[Tuple[Any, Any]]:
-    """(component, infotext key or reader) pairs for the WebUI's paste and PNG Info."""
+    """(component, infotext key or reader) pairs for the WebUI's paste and PNG Info (keyframe images are not in
+    the infotext, so the keyframes box is not pasted)."""
     fields = [(controls["motion_module"], pasted_module), (controls["frames"], KEY_FRAMES), (controls["fps"], KEY_FPS),
               (controls["context_length"], _pasted_context(0)), (controls["context_overlap"], _pasted_context(1)),
               (controls["closed_loop"], _pasted_context(2))]
+    fields += [(controls[name], pasted_fusion(name)) for name in FUSION_FIELDS if name in controls]
     if "enabled" in controls:
         fields.insert(0, (controls["enabled"], lambda d: KEY_FRAMES in d or KEY_MODULE in d))
     return fields

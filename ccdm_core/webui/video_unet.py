@@ -9,11 +9,12 @@ outputs are accumulated with centre-heavy weights in fp64 (fp32 on MPS) and divi
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Dict, Iterator, List, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 import torch
 from torch import nn
 
+from ..cross_frame import FrameContext, window_anchors
 from ..errors import CCDMError
 from ..patching import MISSING, current_forward
 from ..windows import Window, plan_windows, window_weights
@@ -45,15 +46,19 @@ def _call(forward, x, args, kwargs, index: torch.Tensor) -> torch.Tensor:
 
 
 def _video_forward(forward, set_num_frames, x, args, kwargs, start: int, num_frames: int,
-                   windows: List[Window]) -> torch.Tensor:
+                   windows: List[Window], on_window: Optional[Callable[[Window], None]] = None) -> torch.Tensor:
     """One video (items start..start+num_frames): each window through the UNet, weighted average per frame."""
     if len(windows) == 1 and tuple(windows[0]) == tuple(range(num_frames)):
         set_num_frames(num_frames)
+        if on_window is not None:
+            on_window(list(windows[0]))
         return _call(forward, x, args, kwargs, torch.arange(start, start + num_frames, device=x.device))
     acc = total = out = None
     for window in windows:
         local = torch.tensor(window, dtype=torch.long, device=x.device)
         set_num_frames(len(window))
+        if on_window is not None:
+            on_window(list(window))
         out = _call(forward, x, args, kwargs, local + start)
         if acc is None:
             dtype = _accumulator_dtype(out.device)
@@ -68,15 +73,16 @@ def _video_forward(forward, set_num_frames, x, args, kwargs, start: int, num_fra
 
 def windowed_forward(forward: Callable[..., torch.Tensor], set_num_frames: Callable[[int], None],
                      x: torch.Tensor, args: Sequence[Any], kwargs: Dict[str, Any], num_frames: int,
-                     windows: List[Window]) -> torch.Tensor:
+                     windows: List[Window], on_window: Optional[Callable[[Window], None]] = None) -> torch.Tensor:
     """Run `forward(x, *args, **kwargs)` over `(n f) c h w` one video and one window at a time.
 
     `args`/`kwargs` hold the UNet's other inputs (timesteps `(n f)`, context `(n f) T D`, ...); every tensor
     whose leading dimension is the batch is sliced like x, everything else is passed as is. Each UNet call
     holds one window of one video, so the result does not depend on how the WebUI chunks its batch.
+    `on_window(window)` is told each window (its frame indices) just before its UNet call.
     """
     videos = count_videos(x.shape[0], num_frames)
-    outs = [_video_forward(forward, set_num_frames, x, args, kwargs, v * num_frames, num_frames, windows)
+    outs = [_video_forward(forward, set_num_frames, x, args, kwargs, v * num_frames, num_frames, windows, on_window)
             for v in range(videos)]
     return outs[0] if videos == 1 else torch.cat(outs)
 
@@ -84,8 +90,11 @@ def windowed_forward(forward: Callable[..., torch.Tensor], set_num_frames: Calla
 class WindowedUNetForward:
     """The instance-level `forward` placed on the UNet for a run: windows per video, then the previous forward."""
 
-    def __init__(self, unet: nn.Module, previous: Any, handle, num_frames: int, windows: List[Window]):
+    def __init__(self, unet: nn.Module, previous: Any, handle, num_frames: int, windows: List[Window],
+                 frame_ctx: Optional[FrameContext] = None, keyframes: Sequence[int] = ()):
         self.unet = unet
+        self.frame_ctx = frame_ctx  # cross-frame attention's layout, set per window (None: no cross-frame)
+        self.keyframes = list(keyframes)
         self.previous = previous  # the instance attribute that was there, or MISSING (class-level forward)
         self.handle = handle
         self.num_frames = num_frames
@@ -97,17 +106,23 @@ class WindowedUNetForward:
     def _set_frames(self, frames: int) -> None:
         self.handle.num_frames = frames
 
+    def _set_window(self, window: Window) -> None:
+        self.frame_ctx.set_window(len(window), window_anchors(window, self.keyframes))
+
     def __call__(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        return windowed_forward(self._inner(), self._set_frames, x, args, kwargs, self.num_frames, self.windows)
+        on_window = self._set_window if self.frame_ctx is not None else None
+        return windowed_forward(self._inner(), self._set_frames, x, args, kwargs, self.num_frames, self.windows,
+                                on_window)
 
 
 @contextlib.contextmanager
 def windowed_unet_forward(unet: nn.Module, handle, num_frames: int, context_length: int, context_overlap: int,
-                          closed_loop: bool) -> Iterator[WindowedUNetForward]:
+                          closed_loop: bool, frame_ctx: Optional[FrameContext] = None,
+                          keyframes: Sequence[int] = ()) -> Iterator[WindowedUNetForward]:
     """Put a `WindowedUNetForward` on `unet.forward` for the block; restore exactly what was there."""
     windows = plan_for(num_frames, context_length, context_overlap, closed_loop)
     previous = unet.__dict__.get("forward", MISSING)
-    wrapper = WindowedUNetForward(unet, previous, handle, num_frames, windows)
+    wrapper = WindowedUNetForward(unet, previous, handle, num_frames, windows, frame_ctx, keyframes)
     unet.__dict__["forward"] = wrapper
     try:
         yield wrapper

@@ -66,14 +66,19 @@ def main():
     label = list_modules()[0].label
     report["module_label"] = label
     info = f"a cat\nNegative prompt: dog\nSteps: 9, Sampler: DDIM, CFG scale: 6.5, Seed: 3, Size: 256x320, " \
-           f"CCDM motion module: renamed [{label[-11:-1]}], CCDM frames: 12, CCDM fps: 10, CCDM context: 8/2/loop"
+           f"CCDM motion module: renamed [{label[-11:-1]}], CCDM frames: 12, CCDM fps: 10, CCDM context: 8/2/loop, " \
+           f"CCDM fusion: 0.25/0/keyframe, CCDM keyframes: \"0:(1), 4:(0.5)\""
     report["script_paste"] = paste_into_script(built[False], info)
     report["tab_paste"] = [u.get("value", "<update>") if isinstance(u, dict) else u for u in tab.paste(info)]
+    old = info.split(", CCDM fusion")[0]
+    report["tab_paste_old"] = [u.get("value", "<update>") if isinstance(u, dict) else u for u in tab.paste(old)]
     report["collected"] = ui.settings_from_controls(
         {"enabled": True, "motion_module": label, "frames": 12.0, "fps": 10, "context_length": 8.0,
-         "context_overlap": 2.0, "closed_loop": True, "formats": ["gif", "bogus"]})
+         "context_overlap": 2.0, "closed_loop": True, "formats": ["gif", "bogus"], "fusion_strength": 0,
+         "cross_frame_strength": 0.75, "fusion_mode": "uniform", "keyframes": None})
+    keyframes = json.dumps([{"frame": 3, "image": "data:image/png;base64,AAAA", "strength": 0.5}])
     request = tab.request_from_inputs(["a cat", "", "Euler", 9.0, 6.5, 256.0, 320.0, 3.0, label, 12.0, 10, 8.0, 2.0,
-                                       True, ["gif"]])
+                                       True, ["gif"], 0.25, 1, "keyframe", keyframes])
     report["request"] = request.to_dict()
 
     app = FastAPI()
@@ -86,6 +91,10 @@ def main():
     report["bad_route"] = [bad.status_code, bad.json()]
     bad = client.post("/ccdm/v1/txt2vid", json={"prompt": "x", "frames": 5000})
     report["bad_frames"] = [bad.status_code, bad.json()]
+    bad = client.post("/ccdm/v1/txt2vid", json={"prompt": "x", "frames": 8, "keyframes": [{"frame": 8}]})
+    report["bad_keyframes"] = [bad.status_code, bad.json()]
+    bad = client.post("/ccdm/v1/txt2vid", json={"prompt": "x", "fusion_mode": "blend"})
+    report["bad_mode"] = [bad.status_code, bad.json()]
     print("REPORT " + json.dumps(report))
 
 
