@@ -95,6 +95,18 @@ def _keyframes(args) -> list:
     return [by_frame[f] for f in sorted(by_frame)]
 
 
+def _default_model(args, load_sd_checkpoint, build_default_model):
+    """--model/--motion, else the shipped ccdm-mini model and motion module, else the built-in random model."""
+    from .assets import MINI_CHECKPOINT, MINI_MOTION, shipped
+
+    if args.model:
+        return load_sd_checkpoint(args.model), args.motion
+    mini = shipped(MINI_CHECKPOINT)
+    if mini is None:
+        return build_default_model(), args.motion
+    return load_sd_checkpoint(mini), args.motion or shipped(MINI_MOTION)
+
+
 def cmd_generate(args) -> dict:
     from .motion_io import load_motion_module
     from .pipeline import VideoSettings, generate
@@ -110,9 +122,9 @@ def cmd_generate(args) -> dict:
         closed_loop=args.closed_loop, fusion_strength=args.fusion_strength,
         cross_frame_strength=args.cross_frame_strength, fusion_mode=args.fusion_mode, anchor_first=args.anchor_first)
     keyframes = _keyframes(args)
-    model = load_sd_checkpoint(args.model) if args.model else build_default_model()
-    motion = load_motion_module(args.motion) if args.motion else None
-    name = Path(args.motion).stem if args.motion else ""
+    model, motion_path = _default_model(args, load_sd_checkpoint, build_default_model)
+    motion = load_motion_module(motion_path) if motion_path else None
+    name = Path(motion_path).stem if motion_path else ""
     result = generate(model, motion, settings, progress=not args.quiet, motion_name=name, keyframes=keyframes)
     path = write_video(result.frames, args.out, settings.fps, fmt, result.infotext)
     return {"path": str(Path(path).resolve()), "frames": int(result.frames.shape[0]), "fps": settings.fps, "seed": result.seed,

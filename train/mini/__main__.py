@@ -1,4 +1,4 @@
-"""`python -m train.mini vae|base|classifier --out DIR [--steps N] [--seed S]`: train one ccdm-mini stage."""
+"""`python -m train.mini vae|base|classifier|clips --out DIR [--steps N] [--seed S]`: train one ccdm-mini stage."""
 from __future__ import annotations
 
 import argparse
@@ -11,7 +11,7 @@ import torch
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.mini", description=__doc__)
-    parser.add_argument("stage", choices=["vae", "base", "classifier"])
+    parser.add_argument("stage", choices=["vae", "base", "classifier", "clips"])
     parser.add_argument("--out", required=True, help="folder for the stage's files (the base stage reads vae)")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
@@ -24,6 +24,11 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     kwargs = {"seed": args.seed} if args.steps is None else {"seed": args.seed, "steps": args.steps}
+    if args.stage == "clips":
+        from .clips import write_clips
+
+        print(json.dumps({"clips": len(write_clips(out, seed=args.seed))}))
+        return 0
     stage = {"vae": train_vae, "base": train_base, "classifier": train_classifier}[args.stage]
     stats = stage(out, **kwargs)
     write_stats(out, stats)

@@ -1,0 +1,15 @@
+"""Weights the project trains and ships itself (ccdm-mini); see MODEL_CARD.md beside them."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+ASSETS = Path(__file__).resolve().parent
+MINI_DIR = ASSETS / "ccdm-mini"
+MINI_CHECKPOINT = MINI_DIR / "ccdm-mini.safetensors"
+MINI_MOTION = MINI_DIR / "ccdm-mini-motion-linear.safetensors"
+
+
+def shipped(path: Path) -> Optional[Path]:
+    """The path if that shipped file is present in this checkout, else None."""
+    return path if path.is_file() else None
