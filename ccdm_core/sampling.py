@@ -173,21 +173,26 @@ def sample_euler(model, x, sigmas, *, extra_args=None, callback=None, noise_samp
     return x
 
 
-def sample_euler_ancestral(model, x, sigmas, *, extra_args=None, callback=None, noise_sampler=None, eta=1.0):
-    """Euler to sigma_down, then fresh noise of std sigma_up (ancestral sampling, Ho et al. 2020 in sigma form)."""
-    values, extra = _check_sigmas(sigmas), dict(extra_args or {})
-    eta = _check_eta(eta, math.inf)
-    _require_noise(noise_sampler, eta, "sample_euler_ancestral")
+def _ancestral_steps(model, x, values, extra, callback, noise_sampler, eta):
+    """Step to sigma_down along the model's direction, then add fresh noise of std sigma_up."""
     total = len(values) - 1
     for i in range(total):
         sigma, sigma_next = values[i], values[i + 1]
         denoised = model(x, _model_sigma(x, sigma), **extra)
         _report(callback, i, total, x, sigma, sigma_next, denoised)
         sigma_down, sigma_up = _ancestral_split(sigma, sigma_next, eta)
-        x = x + (x - denoised) / sigma * (sigma_down - sigma)
+        x = denoised + (x - denoised) / sigma * sigma_down
         if sigma_up > 0:
             x = x + noise_sampler(sigma, sigma_next) * sigma_up
     return x
+
+
+def sample_euler_ancestral(model, x, sigmas, *, extra_args=None, callback=None, noise_sampler=None, eta=1.0):
+    """Euler to sigma_down, then fresh noise of std sigma_up (ancestral sampling, Ho et al. 2020 in sigma form)."""
+    values, extra = _check_sigmas(sigmas), dict(extra_args or {})
+    eta = _check_eta(eta, math.inf)
+    _require_noise(noise_sampler, eta, "sample_euler_ancestral")
+    return _ancestral_steps(model, x, values, extra, callback, noise_sampler, eta)
 
 
 def sample_ddim(model, x, sigmas, *, extra_args=None, callback=None, noise_sampler=None, eta=0.0):
@@ -202,17 +207,7 @@ def sample_ddim(model, x, sigmas, *, extra_args=None, callback=None, noise_sampl
     values, extra = _check_sigmas(sigmas), dict(extra_args or {})
     eta = _check_eta(eta, 1.0)
     _require_noise(noise_sampler, eta, "sample_ddim")
-    total = len(values) - 1
-    for i in range(total):
-        sigma, sigma_next = values[i], values[i + 1]
-        denoised = model(x, _model_sigma(x, sigma), **extra)
-        _report(callback, i, total, x, sigma, sigma_next, denoised)
-        sigma_down, sigma_up = _ancestral_split(sigma, sigma_next, eta)
-        eps = (x - denoised) / sigma
-        x = denoised + eps * sigma_down
-        if sigma_up > 0:
-            x = x + noise_sampler(sigma, sigma_next) * sigma_up
-    return x
+    return _ancestral_steps(model, x, values, extra, callback, noise_sampler, eta)
 
 
 SAMPLERS = {"ddim": sample_ddim, "euler": sample_euler, "euler_a": sample_euler_ancestral}

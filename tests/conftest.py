@@ -7,6 +7,15 @@ import torch
 from ccdm_core.sd.configs import build_unet, tiny_unet_config
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and OpenMP threads stall badly on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def make_unet(seed: int = 0, model_channels: int = 32, context_dim: int = 32):
     """A tiny ldm UNet whose zero-initialised output layers get small random weights, so outputs are not 0."""
     torch.manual_seed(seed)

@@ -21,14 +21,6 @@ from ccdm_core.webui.settings import CCDMSettings, CCDMSettingsError
 F, STEPS = 6, 8
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _guidance(strength=0.5, mode="temporal", keys=True, module=None, videos_frames=F):
     g = torch.Generator().manual_seed(4)
     latents = {0: torch.randn(4, 8, 8, generator=g), 4: torch.randn(4, 8, 8, generator=g)} if keys else {}

@@ -25,15 +25,6 @@ FAKES = Path(__file__).resolve().parent / "webui_fakes"
 FRAMES = 6
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and OpenMP threads stall badly on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def sd_and_module():
     unet = make_unet()

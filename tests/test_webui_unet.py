@@ -25,15 +25,6 @@ from ccdm_core.webui.video_unet import count_videos, plan_for, windowed_forward,
 from conftest import make_unet, randomize_, unet_inputs
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and OpenMP threads stall badly on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class FakeSDModel(nn.Module):
     """Shaped like the WebUI's sd_model: `.model.diffusion_model` and an `alphas_cumprod` buffer."""
 
