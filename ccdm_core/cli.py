@@ -45,12 +45,14 @@ def _generate_parser(sub) -> None:
 
 def _bench_parser(sub) -> None:
     p = sub.add_parser("bench", help="benchmarks (not tests): prints one JSON line")
-    p.add_argument("what", choices=["motion", "fusion"])
+    p.add_argument("what", choices=["motion", "fusion", "quality"])
     p.add_argument("--size", default="tiny", choices=["tiny", "sd15"])
     p.add_argument("--frames", type=int, default=16)
     p.add_argument("--latent", type=int, default=32)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--motion", default=None, help="fusion: a motion module to use in both arms")
+    p.add_argument("--out", default="outputs/bench-quality", help="quality: folder for quality.md and quality.json")
+    p.add_argument("--steps", type=int, default=20, help="quality: sampling steps")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,6 +95,24 @@ def _keyframes(args) -> list:
         old = by_frame.get(frame)
         by_frame[frame] = Keyframe(frame, old.image if old else None, old.strength if old else 1.0, prompt)
     return [by_frame[f] for f in sorted(by_frame)]
+
+
+def _bench_quality(args) -> dict:
+    """ccdm bench quality on the shipped ccdm-mini model, its two motion modules and its subject classifier."""
+    from .assets import MINI_CHECKPOINT, MINI_CLASSIFIER, MINI_MOTION, MINI_MOTION_SCALED, shipped
+    from .motion_io import load_motion_module
+    from .quality import bench_quality, markdown_table
+    from .sd.loader import load_sd_checkpoint
+
+    files = [MINI_CHECKPOINT, MINI_MOTION, MINI_MOTION_SCALED, MINI_CLASSIFIER]
+    missing = [f.name for f in files if shipped(f) is None]
+    if missing:
+        raise CCDMError(f"bench quality needs the shipped ccdm-mini files; missing: {', '.join(missing)}")
+    motions = {"linear": load_motion_module(MINI_MOTION), "scaled_linear": load_motion_module(MINI_MOTION_SCALED)}
+    result = bench_quality(load_sd_checkpoint(MINI_CHECKPOINT), motions, MINI_CLASSIFIER, Path(args.out),
+                           frames=args.frames, steps=args.steps)
+    print(markdown_table(result), file=sys.stderr)
+    return result
 
 
 def _default_model(args, load_sd_checkpoint, build_default_model):
@@ -148,8 +168,10 @@ def main(argv: Optional[List[str]] = None) -> int:
 
             if args.what == "motion":
                 out = bench_motion(args.size, args.frames, args.latent, args.repeats)
-            else:
+            elif args.what == "fusion":
                 out = bench_fusion(frames=args.frames, motion_path=args.motion)
+            else:
+                out = _bench_quality(args)
     except CCDMError as err:
         print(f"ccdm: error: {err}", file=sys.stderr)
         return 2

@@ -8,6 +8,8 @@ ASSETS = Path(__file__).resolve().parent
 MINI_DIR = ASSETS / "ccdm-mini"
 MINI_CHECKPOINT = MINI_DIR / "ccdm-mini.safetensors"
 MINI_MOTION = MINI_DIR / "ccdm-mini-motion-linear.safetensors"
+MINI_MOTION_SCALED = MINI_DIR / "ccdm-mini-motion-scaled-linear.safetensors"
+MINI_CLASSIFIER = MINI_DIR / "subject-classifier.safetensors"
 
 
 def shipped(path: Path) -> Optional[Path]:

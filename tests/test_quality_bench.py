@@ -1,0 +1,33 @@
+"""`ccdm bench quality` runs every arm and the beta ablation and writes its table (tiny random parts)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from ccdm_core import CCDMError, new_motion_module
+from ccdm_core.quality import SubjectClassifier, bench_quality, markdown_table
+from ccdm_core.sd.loader import build_default_model
+from ccdm_core.tensorfile import write_safetensors
+
+
+def test_every_arm_is_scored_and_written(tmp_path):
+    model = build_default_model()
+    linear = new_motion_module(model.unet, max_frames=8)
+    scaled = new_motion_module(model.unet, max_frames=8)
+    scaled.info = dataclasses.replace(scaled.info, beta_schedule="scaled_linear")
+    classifier = SubjectClassifier(classes=2)
+    write_safetensors(classifier.state_dict(), tmp_path / "cls.safetensors",
+                      {"ccdm.subjects": "cat,flower", "ccdm.captions": json.dumps({"cat": "a cat", "flower": "a flower"})})
+    result = bench_quality(model, {"linear": linear, "scaled_linear": scaled}, tmp_path / "cls.safetensors",
+                           tmp_path / "out", seeds=(0,), frames=3, steps=1, prompts=1)
+    assert set(result["arms"]) == {"a_base_per_frame", "b_motion_only", "c_ccdm", "d_ccdm_anchor_first",
+                                   "c_ccdm_scaled_linear_module"}
+    for values in result["arms"].values():
+        assert 0 <= values["subject_fidelity_pct"] <= 100 and values["warp_error"] is not None
+    assert "| c_ccdm |" in (tmp_path / "out" / "quality.md").read_text()
+    assert json.loads((tmp_path / "out" / "quality.json").read_text())["prompts"] == 1
+    assert markdown_table(result).count("\n") >= 7
+    with pytest.raises(CCDMError, match="linear and the scaled-linear"):
+        bench_quality(model, {"linear": linear}, tmp_path / "cls.safetensors", tmp_path / "out")
