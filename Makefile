@@ -26,7 +26,7 @@ $(GRADIO3_STAMP): Makefile $(STAMP)
 	touch $(GRADIO3_STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/ccdm generate --prompt "a cat, camera zooms in" --frames 16 --fps 8 --out $(DEMO_OUT)
+	$(VENV)/bin/ccdm generate --prompt "a flower, camera zooms in" --frames 16 --fps 8 --out $(DEMO_OUT)
 
 test: $(STAMP) $(GRADIO3_STAMP)
 	$(PY) -m pytest -q -m "not webui and not slow"
