@@ -82,7 +82,8 @@ def bench_motion(size: str = "tiny", frames: int = 16, latent: int = 32, repeats
     time_ratio, flop_ratio = med_motion / med_bare, flops_motion / flops_bare
     return {
         "bench": "motion", "size": size, "frames": frames, "latent": latent, "repeats": repeats,
-        "device": "cuda" if torch.cuda.is_available() else f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)",
+        "device": "cuda" if torch.cuda.is_available()
+        else f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)",
         "median_s_bare": round(med_bare, 4), "median_s_motion": round(med_motion, 4),
         "time_ratio": round(time_ratio, 4), "flop_ratio": round(flop_ratio, 4),
         "time_over_flop_ratio": round(time_ratio / flop_ratio, 4),

@@ -147,7 +147,8 @@ def cmd_generate(args) -> dict:
     name = Path(motion_path).stem if motion_path else ""
     result = generate(model, motion, settings, progress=not args.quiet, motion_name=name, keyframes=keyframes)
     path = write_video(result.frames, args.out, settings.fps, fmt, result.infotext)
-    return {"path": str(Path(path).resolve()), "frames": int(result.frames.shape[0]), "fps": settings.fps, "seed": result.seed,
+    return {"path": str(Path(path).resolve()), "frames": int(result.frames.shape[0]), "fps": settings.fps,
+            "seed": result.seed,
             "motion_sha256": motion.info.sha256 if motion is not None else None,
             "seconds": round(result.seconds, 3)}
 

@@ -50,7 +50,8 @@ class WindowedDenoiser:
     """Wraps `denoiser(x, sigma, **extra)` over `b c f h w`: runs each window, accumulates weighted outputs.
 
     Per-frame extra arguments are named in `frame_args` as name -> (frame axis, ndim of the per-frame form), e.g.
-    `{"cond": (1, 4)}` for a prompt schedule `b f T D`, and sliced per window. Accumulation is in fp64 (fp32 where the device has no fp64), never last-writer-wins.
+    `{"cond": (1, 4)}` for a prompt schedule `b f T D`, and sliced per window. Accumulation is in fp64 (fp32 where
+    the device has no fp64), never last-writer-wins.
     """
 
     def __init__(self, denoiser: Callable, context_length: int = 16, context_overlap: int = 4,
