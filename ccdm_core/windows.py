@@ -46,6 +46,34 @@ def _accumulator_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
 
 
+class WindowAccumulator:
+    """Sum of window outputs times window_weights along a frame axis, divided by the summed weights at the end.
+
+    fp64 (fp32 where the device has no fp64) with small integer weights, so identical windows give back exactly
+    their value; never last-writer-wins.
+    """
+
+    def __init__(self, shape, frame_axis: int, device: torch.device):
+        self.frame_axis = frame_axis
+        self.dtype = _accumulator_dtype(device)
+        self.acc = torch.zeros(tuple(shape), dtype=self.dtype, device=device)
+        self.total = torch.zeros(shape[frame_axis], dtype=self.dtype, device=device)
+
+    def _along_frames(self, values: torch.Tensor) -> torch.Tensor:
+        view = [1] * self.acc.dim()
+        view[self.frame_axis] = -1
+        return values.view(view)
+
+    def add(self, window: Window, out: torch.Tensor) -> None:
+        index = torch.tensor(window, dtype=torch.long, device=self.acc.device)
+        weight = window_weights(len(window)).to(device=self.acc.device, dtype=self.dtype)
+        self.acc.index_add_(self.frame_axis, index, out.to(self.acc.device, self.dtype) * self._along_frames(weight))
+        self.total.index_add_(0, index, weight)
+
+    def result(self, dtype: torch.dtype) -> torch.Tensor:
+        return (self.acc / self._along_frames(self.total)).to(dtype)
+
+
 class WindowedDenoiser:
     """Wraps `denoiser(x, sigma, **extra)` over `b c f h w`: runs each window, accumulates weighted outputs.
 
@@ -70,17 +98,12 @@ class WindowedDenoiser:
         windows = plan_windows(num_frames, self.context_length, self.context_overlap, self.closed_loop)
         if len(windows) == 1 and windows[0] == tuple(range(num_frames)):
             return self.denoiser(x, sigma, **self._with_window(extra, windows[0]))
-        acc_dtype = _accumulator_dtype(x.device)
-        acc = torch.zeros(x.shape, dtype=acc_dtype, device=x.device)
-        total = torch.zeros(num_frames, dtype=acc_dtype, device=x.device)
+        acc = WindowAccumulator(x.shape, 2, x.device)
         for window in windows:
             index = torch.tensor(window, device=x.device)
             sliced = self._with_window(self._slice(extra, index, num_frames), window)
-            out = self.denoiser(x[:, :, index], sigma, **sliced)
-            weight = window_weights(len(window)).to(device=x.device, dtype=acc_dtype)
-            acc[:, :, index] += out.to(acc_dtype) * weight.view(1, 1, -1, 1, 1)
-            total[index] += weight
-        return (acc / total.view(1, 1, -1, 1, 1)).to(x.dtype)
+            acc.add(window, self.denoiser(x[:, :, index], sigma, **sliced))
+        return acc.result(x.dtype)
 
     def _with_window(self, extra: Dict, window: Window) -> Dict:
         return dict(extra, window=window) if self.pass_window else extra

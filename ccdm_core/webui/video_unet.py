@@ -17,7 +17,7 @@ from torch import nn
 from ..cross_frame import FrameContext, window_anchors
 from ..errors import CCDMError
 from ..patching import MISSING, current_forward
-from ..windows import Window, plan_windows, window_weights
+from ..windows import Window, WindowAccumulator, plan_windows
 
 
 def count_videos(batch: int, num_frames: int) -> int:
@@ -35,10 +35,6 @@ def _take(value: Any, index: torch.Tensor, batch: int) -> Any:
     return value
 
 
-def _accumulator_dtype(device: torch.device) -> torch.dtype:
-    return torch.float32 if device.type == "mps" else torch.float64
-
-
 def _call(forward, x, args, kwargs, index: torch.Tensor) -> torch.Tensor:
     batch = x.shape[0]
     return forward(x.index_select(0, index), *[_take(a, index, batch) for a in args],
@@ -53,7 +49,7 @@ def _video_forward(forward, set_num_frames, x, args, kwargs, start: int, num_fra
         if on_window is not None:
             on_window(list(windows[0]))
         return _call(forward, x, args, kwargs, torch.arange(start, start + num_frames, device=x.device))
-    acc = total = out = None
+    acc = out = None
     for window in windows:
         local = torch.tensor(window, dtype=torch.long, device=x.device)
         set_num_frames(len(window))
@@ -61,14 +57,9 @@ def _video_forward(forward, set_num_frames, x, args, kwargs, start: int, num_fra
             on_window(list(window))
         out = _call(forward, x, args, kwargs, local + start)
         if acc is None:
-            dtype = _accumulator_dtype(out.device)
-            acc = torch.zeros((num_frames,) + tuple(out.shape[1:]), dtype=dtype, device=out.device)
-            total = torch.zeros(num_frames, dtype=dtype, device=out.device)
-        weight = window_weights(len(window)).to(device=out.device, dtype=acc.dtype)
-        local = local.to(out.device)
-        acc.index_add_(0, local, out.to(acc.dtype) * weight.view(-1, *([1] * (out.dim() - 1))))
-        total.index_add_(0, local, weight)
-    return (acc / total.view(-1, *([1] * (acc.dim() - 1)))).to(out.dtype)
+            acc = WindowAccumulator((num_frames,) + tuple(out.shape[1:]), 0, out.device)
+        acc.add(window, out)
+    return acc.result(out.dtype)
 
 
 def windowed_forward(forward: Callable[..., torch.Tensor], set_num_frames: Callable[[int], None],
