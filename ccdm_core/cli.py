@@ -75,6 +75,8 @@ def _output_format(args) -> str:
         raise CCDMError(f"cannot tell the format of {args.out!r}; use --format or an extension: {', '.join(FORMATS)}")
     if suffix and suffix != fmt:
         raise CCDMError(f"--out {args.out!r} has extension .{suffix} but --format is {fmt}")
+    if not suffix:  # `--format gif --out clip` writes clip.gif (checked before any sampling)
+        args.out = str(Path(args.out)) + f".{fmt}"
     return fmt
 
 

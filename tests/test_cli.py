@@ -35,6 +35,13 @@ def test_generate_writes_every_format(tmp_path, capsys, fmt):
     assert [p.name for p in tmp_path.iterdir()] == [out_path.name]
 
 
+def test_out_without_extension_takes_the_format(tmp_path, capsys):
+    code, out, err = run_cli(capsys, "generate", *FAST, "--format", "gif", "--out", str(tmp_path / "clip"))
+    assert code == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["path"] == str((tmp_path / "clip.gif").resolve())
+    assert read_video(tmp_path / "clip.gif")[0].shape[0] == 5
+
+
 def test_motion_module_shorthash_in_json_and_infotext(tmp_path, capsys):
     import torch
     from ccdm_core import new_motion_module, save_motion_module

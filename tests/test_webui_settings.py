@@ -27,7 +27,8 @@ def test_defaults_round_trip_by_field_name():
     data = s.to_dict()
     assert data == {"schema": 1, "enabled": False, "motion_module": "", "frames": 16, "fps": 8.0,
                     "context_length": 16, "context_overlap": 4, "closed_loop": False, "formats": ["mp4"],
-                    "fusion_strength": 0.5, "cross_frame_strength": 0.5, "fusion_mode": "temporal", "keyframes": []}
+                    "fusion_strength": 0.5, "cross_frame_strength": 0.5, "fusion_mode": "temporal", "keyframes": [],
+                    "anchor_first": False}
     assert json.loads(json.dumps(data)) == data
     assert CCDMSettings.from_dict(data) == s
     assert CCDMSettings.from_dict(json.dumps(data)) == s
@@ -192,6 +193,34 @@ def test_install_installs_only_what_is_missing(monkeypatch):
     assert install.missing(is_installed=lambda name: name != "imageio_ffmpeg") == ["imageio-ffmpeg>=0.4.8"]
     assert install.missing(is_installed=lambda name: name != "cv2") == ["opencv-python-headless"]
     assert len(install.missing(is_installed=lambda name: False)) == 5
+
+
+def test_install_holds_the_webui_pins(monkeypatch):
+    fake = types.ModuleType("launch")
+    fake.is_installed = lambda name: name != "cv2"
+    calls = []
+    fake.run_pip = lambda args, desc: calls.append(args)
+    monkeypatch.setitem(sys.modules, "launch", fake)
+    sys.path.insert(0, str(ROOT))
+    try:
+        import install
+    finally:
+        sys.path.remove(str(ROOT))
+    versions = {"numpy": "1.23.5", "torch": "2.0.1"}
+
+    def version(name):
+        if name not in versions:
+            raise install.metadata.PackageNotFoundError(name)
+        return versions[name]
+
+    pins = install.held_pins(version=version)
+    assert pins == ["numpy==1.23.5", "torch==2.0.1"]  # Pillow absent: not pinned
+    assert install.pip_args("opencv-python-headless", pins) == \
+        'install "opencv-python-headless" "numpy==1.23.5" "torch==2.0.1"'
+    monkeypatch.setattr(install, "held_pins", lambda: pins)
+    monkeypatch.setattr(install, "launch", fake)  # the module may have been imported with another stand-in
+    install.main()
+    assert calls == ['install "opencv-python-headless" "numpy==1.23.5" "torch==2.0.1"']
 
 
 BLOCKER = """
