@@ -8,6 +8,8 @@ DEMO_OUT ?= outputs/demo.mp4
 # second venv inside the first. Step 2 lowers numpy, Pillow, einops and safetensors to the WebUI's pins (no resolver: it backtracks).
 GRADIO3 ?= $(VENV)/gradio3
 GRADIO3_STAMP := $(GRADIO3)/.ccdm-installed
+# The keyframe timeline's browser test drives Debian's chromium with Playwright (its own browser download fails).
+CHROMIUM_STAMP := $(VENV)/.ccdm-chromium
 
 .PHONY: demo test test-webui bench clean-venv
 
@@ -15,7 +17,7 @@ $(STAMP): pyproject.toml requirements-dev.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps stable-diffusion-sdkit==2.1.5 clip-anytorch==2.6.0
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt playwright
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
@@ -25,10 +27,16 @@ $(GRADIO3_STAMP): Makefile $(STAMP)
 	$(GRADIO3)/bin/python -m pip install -q --disable-pip-version-check --no-deps numpy==1.23.5 matplotlib==3.7.5 contourpy==1.1.1 Pillow==9.5.0 einops==0.4.1 safetensors==0.3.1 imageio-ffmpeg
 	touch $(GRADIO3_STAMP)
 
+$(CHROMIUM_STAMP): $(STAMP)
+	command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) || \
+		echo "WARNING: chromium is missing and apt-get could not install it; the browser test will be skipped"
+	(command -v chromium || command -v chromium-browser) >/dev/null && touch $(CHROMIUM_STAMP) || true
+
 demo: $(STAMP)
 	$(VENV)/bin/ccdm generate --prompt "a flower, camera zooms in" --frames 16 --fps 8 --out $(DEMO_OUT)
 
-test: $(STAMP) $(GRADIO3_STAMP)
+test: $(STAMP) $(GRADIO3_STAMP) $(CHROMIUM_STAMP)
 	$(PY) -m pytest -q -m "not webui and not slow"
 
 test-webui: $(STAMP)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import hashlib
 import io
 import json
 import math
@@ -13,6 +14,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from .control_hints import ControlSpec, control_spec_from_dict
 from .errors import CCDMError
 
 ImageLike = Union[str, bytes, np.ndarray, "PIL.Image.Image", None]  # noqa: F821 (PIL imported lazily)
@@ -26,6 +28,7 @@ class Keyframe:
     image: ImageLike = None
     strength: float = 1.0
     prompt: Optional[str] = None
+    controlnet: Optional[ControlSpec] = None  # a ControlNet condition for this keyframe (WebUI only)
 
     def __post_init__(self):
         if isinstance(self.frame, bool) or not isinstance(self.frame, int) or self.frame < 0:
@@ -35,6 +38,10 @@ class Keyframe:
             raise CCDMError(f"keyframe at frame {self.frame}: strength must be a number in 0..1, got {strength!r}")
         if self.prompt is not None and not isinstance(self.prompt, str):
             raise CCDMError(f"keyframe at frame {self.frame}: prompt must be a string")
+        try:
+            object.__setattr__(self, "controlnet", control_spec_from_dict(self.controlnet))
+        except CCDMError as err:
+            raise CCDMError(f"keyframe at frame {self.frame}: {err}") from None
 
 
 def check_keyframes(keyframes: Sequence[Keyframe], num_frames: int) -> List[Keyframe]:
@@ -100,7 +107,7 @@ def parse_keyframes_json(text_or_list) -> List[Keyframe]:
             raise CCDMError(f"keyframes are not valid JSON ({err.msg})") from err
     if not isinstance(items, list):
         raise CCDMError("keyframes must be a JSON list of objects with frame, image, strength, prompt")
-    allowed = {"frame", "image", "strength", "prompt"}
+    allowed = {"frame", "image", "strength", "prompt", "controlnet"}
     out = []
     for i, item in enumerate(items):
         if not isinstance(item, dict) or "frame" not in item:
@@ -109,7 +116,7 @@ def parse_keyframes_json(text_or_list) -> List[Keyframe]:
         if unknown:
             raise CCDMError(f"keyframe #{i}: unknown field {unknown[0]!r}; accepted: {', '.join(sorted(allowed))}")
         out.append(Keyframe(frame=item["frame"], image=item.get("image"), strength=item.get("strength", 1.0),
-                            prompt=item.get("prompt")))
+                            prompt=item.get("prompt"), controlnet=item.get("controlnet")))
     return out
 
 
@@ -157,6 +164,21 @@ def _image_bytes(image, label: str) -> bytes:
             return fh.read()
     except OSError as err:
         raise CCDMError(f"{label}: cannot read image file {image!r} ({err.strerror})") from err
+
+
+_BASE64_TEXT = re.compile(r"[A-Za-z0-9+/=\s]{513,}")
+
+
+def image_digest(image: ImageLike) -> Optional[str]:
+    """sha256 (hex) of an image given as data URL, base64 text or bytes; None for other forms or broken text."""
+    if not isinstance(image, (str, bytes)) or not image:
+        return None
+    if isinstance(image, str) and not image.startswith("data:") and not _BASE64_TEXT.fullmatch(image):
+        return None  # a file path names a file, not its content
+    try:
+        return hashlib.sha256(_image_bytes(image, "keyframe")).hexdigest()
+    except CCDMError:
+        return None
 
 
 def _b64(payload: str, label: str) -> bytes:

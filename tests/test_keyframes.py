@@ -41,6 +41,13 @@ def test_prompt_schedule_and_json_forms():
     with pytest.raises(CCDMError, match="strength must be a number in 0..1"):
         parse_keyframes_json('[{"frame": 3, "strength": 2}]')
     assert parse_keyframe_arg("12=cat.png@0.8") == Keyframe(12, "cat.png", 0.8)
+    control = {"module": "canny", "model": "control_canny", "weight": 0.5, "radius": 3}
+    kf = parse_keyframes_json([{"frame": 2, "image": "a.png", "controlnet": control}])[0]
+    assert kf.controlnet.to_dict() == control and kf.controlnet.weight == 0.5
+    with pytest.raises(CCDMError, match="keyframe at frame 2: controlnet.weight"):
+        parse_keyframes_json([{"frame": 2, "controlnet": dict(control, weight=5)}])
+    with pytest.raises(CCDMError, match="keyframe at frame 2: controlnet.model: missing"):
+        parse_keyframes_json([{"frame": 2, "controlnet": {"module": "canny"}}])
     with pytest.raises(CCDMError, match="FRAME=PATH"):
         parse_keyframe_arg("cat.png")
 

@@ -55,6 +55,15 @@ def _drop_fake_modules():
         del sys.modules[name]
 
 
+def test_motion_folders_list_animatediff_only_when_installed(webui):
+    from ccdm_core.webui import env
+
+    ccdm = str(webui.root / "models" / "ccdm")
+    assert env.motion_folders() == [ccdm]
+    (webui.root / "extensions" / "sd-webui-animatediff").mkdir(parents=True)
+    assert env.motion_folders() == [ccdm, str(webui.root / "extensions" / "sd-webui-animatediff" / "model")]
+
+
 class FakeP:
     """The parts of StableDiffusionProcessing the script touches; `sample` calls the UNet like the CFG denoiser."""
 
@@ -72,6 +81,10 @@ class FakeP:
                subseed_strength=0.0, prompts=None):
         f, unet = self.batch_size, self.sd_model.model.diffusion_model
         x, t, ctx = unet_inputs(frames=f, videos=2)
+        params = types.SimpleNamespace(x=x, image_cond=None, sigma=t, sampling_step=0, total_sampling_steps=4,
+                                       text_cond=ctx[:f], text_uncond=ctx[f:])
+        entry.on_cfg_denoiser(params)  # what CFGDenoiser does before the UNet
+        ctx = torch.cat([params.text_cond, params.text_uncond])
         with torch.no_grad():
             if self.batch_cond_uncond:
                 out = unet(x, t, context=ctx)
@@ -229,7 +242,7 @@ def test_callbacks_registered_and_unload_restores(webui):
     from ccdm_core.webui.patches import active_runs, video_patches
     entry.register_callbacks()
     assert set(script_callbacks.registered) == {"ui_tabs", "ui_settings", "app_started", "script_unloaded",
-                                                "cfg_after_cfg"}
+                                                "cfg_denoiser", "cfg_after_cfg"}
     module = webui.runtime.load_module(webui.runtime.select_module(""), torch.device("cpu"), torch.float32)
     snap = snapshot(webui.sd_model)
     from ccdm_core.attention import sdpa_attention
@@ -310,9 +323,14 @@ def test_bad_keyframe_image_fails_from_sample_naming_the_field(webui, monkeypatc
     assert_restored(webui.sd_model, snap)
 
 
-def test_timestep_samplers_run_without_after_cfg_guidance(webui, capsys):
+def test_timestep_samplers_get_guidance_on_the_clean_latent_their_noise_prediction_implies(webui):
+    from ccdm_core.webui.guidance import eps_to_x0, guide_denoised
     p = FakeP(webui.sd_model, webui.root / "out")
     p.sampler_name = "DDIM"  # WebUI 1.6.0: its after-CFG value is eps, not the clean latent
     run_script(p, enabled())
-    assert torch.equal(p.seen["out"], p.seen["unet_out"]) and p.seen["cross_frame"]
-    assert "need a k-diffusion sampler; DDIM" in capsys.readouterr().out
+    assert p.seen["cross_frame"] and not torch.equal(p.seen["out"], p.seen["unet_out"])
+    x, _, _ = unet_inputs(frames=FRAMES, videos=2)
+    alpha = p.seen["alphas"][500].double()  # the run's (swapped) schedule at FakeP's timestep
+    x0 = eps_to_x0(x.double(), p.seen["unet_out"].double(), alpha).float()
+    guided = guide_denoised(x0, 0, 4, p._ccdm_run.guidance)
+    assert torch.allclose(eps_to_x0(x.double(), p.seen["out"].double(), alpha).float(), guided, atol=1e-5)

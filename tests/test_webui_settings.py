@@ -247,8 +247,9 @@ def test_webui_engine_parts_import_without_webui_or_optional_packages():
 
 # ---------------------------------------------------------------- fusion and keyframes (issue 4)
 
-KEYS = [{"frame": 0, "image": "data:image/png;base64,iVBORw0KGgo=", "strength": 1.0, "prompt": None},
-        {"frame": 12, "image": None, "strength": 0.6, "prompt": "a dog"}]
+KEYS = [{"frame": 0, "image": "data:image/png;base64,iVBORw0KGgo=", "strength": 1.0, "prompt": None,
+         "controlnet": {"module": "canny", "model": "control_canny [c89fca47]", "weight": 0.8, "radius": 2}},
+        {"frame": 12, "image": None, "strength": 0.6, "prompt": "a dog", "controlnet": None}]
 
 
 def test_fusion_and_keyframe_fields_parse_and_round_trip():

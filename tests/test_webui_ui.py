@@ -41,7 +41,8 @@ def report(tmp_path_factory):
 def test_script_and_tab_build_under_gradio_3_41_2(report):
     assert report["gradio"] == "3.41.2"
     assert report["script_classes"] == ["CCDMScript"]  # registered once, from the thin entry script
-    assert report["callbacks"] == ["app_started", "cfg_after_cfg", "script_unloaded", "ui_settings", "ui_tabs"]
+    assert report["callbacks"] == ["app_started", "cfg_after_cfg", "cfg_denoiser", "script_unloaded", "ui_settings",
+                                   "ui_tabs"]
     assert report["tabs"] == [["txt2vid", "ccdm_txt2vid"]]
     assert report["options"] == ["ccdm_default_formats", "ccdm_default_motion_module", "ccdm_keep_module_in_memory",
                                  "ccdm_outdir", "ccdm_save_frames"]
@@ -49,20 +50,20 @@ def test_script_and_tab_build_under_gradio_3_41_2(report):
     assert report["module_label"] == label
     for tab in ("txt2img", "img2img"):
         built = report[tab]
-        assert built["components"] == ["State"] and built["infotext_fields"] == 10
+        assert built["components"] == ["State"] and built["infotext_fields"] == 11
         assert built["value"] == {"schema": 1, "enabled": False, "motion_module": label, "frames": 16, "fps": 8.0,
                                   "context_length": 16, "context_overlap": 4, "closed_loop": False,
                                   "formats": ["mp4"], "fusion_strength": 0.5, "cross_frame_strength": 0.5,
-                                  "fusion_mode": "temporal", "keyframes": []}
+                                  "fusion_mode": "temporal", "keyframes": [], "anchor_first": False}
 
 
 def test_paste_selects_the_module_by_hash_and_fills_the_fields(report):
     label = f"tiny_v2 [{report['sha'][:10]}]"
-    assert report["script_paste"] == [True, label, "12", "10", 8, 2, True, 0.25, 0, "keyframe"]
+    assert report["script_paste"] == [True, label, "12", "10", 8, 2, True, 0.25, 0, "keyframe", True]
     assert report["tab_paste"] == ["a cat", "dog", "DDIM", 9, 6.5, 256, 320, 3, label, 12, 10, 8, 2, True,
-                                   "<update>", 0.25, 0, "keyframe", "<update>"]  # keyframe images: not in infotext
-    assert report["tab_paste_old"] == ["a cat", "dog", "DDIM", 9, 6.5, 256, 320, 3, label, 12, 10, 8, 2, True,
-                                       "<update>", "<update>", "<update>", "<update>", "<update>"]
+                                   "<update>", 0.25, 0, "keyframe", True, "<update>"]  # images: not in infotext
+    assert report["tab_paste_old"][:19] == ["a cat", "dog", "DDIM", 9, 6.5, 256, 320, 3, label, 12, 10, 8, 2, True,
+                                            "<update>", "<update>", "<update>", "<update>", False]
 
 
 def test_controls_and_tab_inputs_become_validated_settings(report):
@@ -77,7 +78,7 @@ def test_controls_and_tab_inputs_become_validated_settings(report):
     assert (request["fusion_strength"], request["cross_frame_strength"], request["fusion_mode"]) == (
         0.25, 1.0, "keyframe")
     assert request["keyframes"] == [{"frame": 3, "image": "data:image/png;base64,AAAA", "strength": 0.5,
-                                     "prompt": None}]
+                                     "prompt": None, "controlnet": None}]
 
 
 def test_api_routes_list_modules_and_reject_bad_fields_with_422(report):

@@ -1,4 +1,5 @@
-"""Registers CCDM's WebUI callbacks: the txt2vid tab, the settings section, the API routes and the unload hook."""
+"""Registers CCDM's WebUI callbacks: the txt2vid tab, the settings section, the API routes, the unload hook and the
+two CFG-denoiser hooks of a sampling run (keyframe prompts before the UNet, fusion and keyframes after CFG)."""
 from __future__ import annotations
 
 import traceback
@@ -49,7 +50,16 @@ def register_callbacks() -> None:
     script_callbacks.on_ui_settings(_logged("settings", on_ui_settings))
     script_callbacks.on_app_started(_logged("API routes", on_app_started))
     script_callbacks.on_script_unloaded(_logged("unload", on_script_unloaded))
+    script_callbacks.on_cfg_denoiser(_logged("keyframe prompts before the UNet", on_cfg_denoiser))
     script_callbacks.on_cfg_after_cfg(_logged("fusion after CFG", on_cfg_after_cfg))
+
+
+def on_cfg_denoiser(params):
+    """Keyframe prompts' per-frame conditioning of the CCDM run now sampling, and the step's input for guidance of
+    noise-prediction samplers; nothing at all otherwise."""
+    from .guidance import on_cfg_denoiser as condition
+
+    condition(params)
 
 
 def on_cfg_after_cfg(params):

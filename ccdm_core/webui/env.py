@@ -47,7 +47,7 @@ def motion_folders() -> List[str]:
     if extra:
         folders.append(extra)
     for root in (paths_internal.extensions_dir, getattr(paths_internal, "extensions_builtin_dir", None)):
-        if root:
+        if root and os.path.isdir(os.path.join(root, ANIMATEDIFF_EXTENSION)):  # only an installed AnimateDiff
             folders.append(os.path.join(root, ANIMATEDIFF_EXTENSION, "model"))
     custom = getattr(shared.opts, "data", {}).get("animatediff_model_path") if shared.opts is not None else None
     if custom:

@@ -18,13 +18,16 @@ from ..motion import MotionModule
 from ..motion_io import load_motion_module
 from . import env
 from .attention_dispatch import backend_for
+from .controlnet import controlnet_frames, controlnet_scripts
 from .discovery import MotionEntry, list_motion_modules, no_module_message, resolve_motion_module
-from .guidance import Guidance, active_guidance, build_guidance
+from .guidance import (EPS, UNSUPPORTED, X0, Guidance, Prediction, PromptSchedule, active_guidance,
+                       build_guidance, build_prompt_schedule, with_anchor)
 from .outputs import ClipFiles, dated_folder, frames_from_unit_tensors, write_clip
 from .patches import check_run, restore_leftovers, video_patches
 from .settings import CCDMSettings, CCDMSettingsError, Txt2VidRequest
 
 _AND = re.compile(r"\bAND\b")
+_EXTRA_NETWORK = re.compile(r"<[^<>:]+:[^<>]*>")  # <lora:name:1> and the like
 _lock = threading.Lock()
 _entries: Optional[List[MotionEntry]] = None
 _loaded: Dict[str, MotionModule] = {}  # sha256 -> module on the WebUI's device (kept per the settings option)
@@ -108,6 +111,7 @@ class VideoRun:
     incomplete: List[bool] = dataclasses.field(default_factory=list)
     clips: List[ClipFiles] = dataclasses.field(default_factory=list)
     guidance: Optional[Guidance] = None  # fusion and keyframe latents; current only while p.sample runs
+    prompts: Optional[PromptSchedule] = None  # keyframe prompts' conditioning, encoded once by the WebUI's model
 
     def fail(self, err: Exception) -> None:
         if self.error is None:
@@ -125,6 +129,7 @@ def prepare(run: VideoRun, p) -> None:
         run.module = load_module(run.entry, devices.device, next(unet.parameters()).dtype)
         check_run(p.sd_model, run.module, run.settings)
         run.guidance = _guidance(p, run)
+        run.prompts = _prompt_schedule(p, run)
         p.extra_generation_params.update(run.settings.infotext_params(run.entry.label))
     except CCDMError as err:
         run.fail(err)
@@ -146,6 +151,31 @@ def _guidance(p, run: VideoRun) -> Guidance:
 
     return build_guidance(run.settings, vae_encode, int(p.width), int(p.height),
                           getattr(run.module, "extras", None), devices.device)
+
+
+def _prompt_schedule(p, run: VideoRun) -> Optional[PromptSchedule]:
+    """Keyframe prompts encoded once with the WebUI's model and prompt syntax (`prompt_parser`, so emphasis,
+    embeddings and prompt editing work); extra-network tags are dropped (the main prompt's networks apply)."""
+    texts = sorted({kf.prompt for kf in run.settings.keyframes if kf.prompt and kf.prompt.strip()})
+    if not texts:
+        return None
+    import torch
+    from modules import devices, prompt_parser
+
+    plain = [_EXTRA_NETWORK.sub("", text) for text in texts]
+    if plain != texts:
+        print("CCDM: extra networks (<...>) in keyframe prompts are ignored; those of the main prompt apply")
+    with torch.no_grad(), devices.autocast():
+        schedules = prompt_parser.get_learned_conditioning(
+            p.sd_model, prompt_parser.SdConditioning(plain, width=p.width, height=p.height), p.steps)
+    by_text = dict(zip(texts, schedules))
+
+    def cond_at(text: str, step: int):
+        return prompt_parser.reconstruct_cond_batch([by_text[text]], step)[0]
+
+    empty = getattr(p.sd_model, "cond_stage_model_empty_prompt", None)
+    empty = empty.reshape(-1, empty.shape[-1]) if isinstance(empty, torch.Tensor) else None
+    return build_prompt_schedule(run.settings.keyframes, run.settings.frames, cond_at, empty)
 
 
 def _check_prompts(p) -> None:
@@ -170,10 +200,14 @@ def install_sample_wrapper(p, run: VideoRun) -> None:
         _, attention_fn, note = backend_for(env.optimizer_name(), devices.device, dtype)
         if note:
             print(f"CCDM: {note}")
-        keyframes = run.guidance.keyframes if run.guidance is not None else []
-        guidance = _after_cfg_guidance(p, run)
-        with video_patches(p.sd_model, run.module, run.settings, attention_fn, keyframes):
-            with _fresh_sampler(p, run), _first_frame_keyframe(p, run), active_guidance(guidance):
+        guidance = _anchored(run.guidance, _anchor_first(p, run, original, args, kwargs))
+        keyframes = guidance.keyframes if guidance is not None else []
+        # ControlNet's per-frame hints sit between the windowed forward and ControlNet's own (entered first);
+        # its frame tagger is the outermost forward.
+        with controlnet_frames(p, run) as control, \
+                video_patches(p.sd_model, run.module, run.settings, attention_fn, keyframes):
+            with control.tag_frames(), _fresh_sampler(p, run), _first_frame_keyframe(p, run), \
+                    active_guidance(guidance, run.prompts, lambda: sampler_prediction(p)):
                 result = original(*args, **kwargs)
         run.incomplete.append(bool(shared.state.interrupted or shared.state.skipped))
         return result
@@ -181,25 +215,113 @@ def install_sample_wrapper(p, run: VideoRun) -> None:
     p.sample = sample
 
 
-EPS_SAMPLERS = ("DDIM", "PLMS", "UniPC")  # WebUI 1.6.0's timestep samplers: their CFG output is eps, not x0
+TIMESTEP_SAMPLERS = ("DDIM", "PLMS", "UniPC")  # WebUI 1.6.0's timestep samplers: their after-CFG value is eps
 
 
-def _after_cfg_guidance(p, run: VideoRun) -> Optional[Guidance]:
-    """The run's guidance, unless the sampler's after-CFG output is not a clean-latent prediction."""
-    if run.guidance is None or run.guidance.does_nothing():
-        return None
+def sampler_prediction(p) -> Prediction:
+    """What the sampler now sampling hands to `on_cfg_after_cfg`, read from its CFG denoiser (WebUI 1.6.0:
+    `CFGDenoiserTimesteps` -> eps, converted with its `alphas`; a denoiser whose `get_pred_x0` is the base
+    class's identity -> x0, the k-diffusion samplers). Asked at every step: the hires pass may use another sampler."""
+    sampler = getattr(p, "sampler", None)
+    cfg = getattr(sampler, "model_wrap_cfg", None)
+    name = getattr(getattr(sampler, "config", None), "name", None) or getattr(p, "sampler_name", "?")
+    if cfg is None:
+        return _prediction_by_name(p, name)
+    from modules import sd_samplers_cfg_denoiser
+
+    timesteps = _timesteps_denoiser()
+    if timesteps is not None and isinstance(cfg, timesteps):
+        mask = getattr(cfg, "mask", None)  # img2img: the init latent where the mask is 1
+        init_latent = getattr(cfg, "init_latent", None) if mask is not None else None
+        return Prediction(EPS, cfg.alphas, mask=mask if init_latent is not None else None, init_latent=init_latent)
+    if type(cfg).get_pred_x0 is sd_samplers_cfg_denoiser.CFGDenoiser.get_pred_x0:
+        return Prediction(X0)
+    return Prediction(UNSUPPORTED, why=f"sampler {name} ({type(cfg).__name__}) hands over neither the clean latent "
+                      "(k-diffusion) nor a noise prediction of a DDIM/PLMS/UniPC denoiser")
+
+
+def _timesteps_denoiser():
     try:
-        from modules import sd_samplers_timesteps
-
-        names = {d.name for d in sd_samplers_timesteps.samplers_data_timesteps}
-        names |= {a for d in sd_samplers_timesteps.samplers_data_timesteps for a in d.aliases}
+        from modules.sd_samplers_timesteps import CFGDenoiserTimesteps
     except (ImportError, AttributeError):
-        names = set(EPS_SAMPLERS)
-    if getattr(p, "sampler_name", None) in names:
-        print(f"CCDM: fusion and keyframe guidance need a k-diffusion sampler; {p.sampler_name} runs without them "
-              "(cross-frame attention still applies)")
         return None
-    return run.guidance
+    return CFGDenoiserTimesteps
+
+
+def _prediction_by_name(p, name: str) -> Prediction:
+    """No CFG denoiser to look at: the timestep samplers by name (eps with the model's alphas), else x0."""
+    if name in TIMESTEP_SAMPLERS or name.lower() in {n.lower() for n in TIMESTEP_SAMPLERS}:
+        return Prediction(EPS, p.sd_model.alphas_cumprod)
+    return Prediction(X0)
+
+
+# ---------------------------------------------------------------- anchor-first
+
+SAMPLE_ARGS = ("conditioning", "unconditional_conditioning", "seeds", "subseeds", "subseed_strength", "prompts")
+
+
+def _anchor_first(p, run: VideoRun, original, args, kwargs):
+    """Anchor-first (as the standalone pipeline): frame 0 rendered by the plain text-to-image model (same prompt,
+    seed, sampler, steps, CFG; one image; nothing patched) before the video; its final latent `c h w`, or None."""
+    if not run.settings.anchor_first:
+        return None
+    if run.is_img2img:
+        print("CCDM: anchor-first is skipped in img2img: the init image is already the first frame")
+        return None
+    if run.guidance is not None and 0 in run.guidance.key_latents:
+        print("CCDM: anchor-first is skipped: a keyframe image is already at frame 0")
+        return None
+    call = {**dict(zip(SAMPLE_ARGS, args)), **kwargs}
+    with _one_image(p, call.get("seeds") or p.seeds, call.get("subseeds") or getattr(p, "subseeds", None)), \
+            controlnet_frames(p, run, frames=[0]):  # only frame 0's keyframe controls for the one image
+        latent = original(**_first_item(call))
+    return latent[0]
+
+
+def _first_item(call: dict) -> dict:
+    """p.sample's arguments for the batch's first item only."""
+    from modules import prompt_parser
+
+    out = dict(call)
+    cond = call.get("conditioning")
+    if hasattr(cond, "batch"):
+        out["conditioning"] = prompt_parser.MulticondLearnedConditioning(shape=(1,), batch=cond.batch[:1])
+    for name in ("unconditional_conditioning", "seeds", "subseeds", "prompts"):
+        if isinstance(call.get(name), (list, tuple)):
+            out[name] = call[name][:1]
+    return out
+
+
+@contextlib.contextmanager
+def _one_image(p, seeds, subseeds):
+    """p set up for one image (no hires pass) with the batch's first seed, on a noise generator of its own, so the
+    video's generator is left as it was; everything restored after."""
+    from modules import rng
+
+    names = ("batch_size", "iteration", "rng", "sampler", "enable_hr")
+    saved = {name: getattr(p, name) for name in names if hasattr(p, name)}
+    p.rng = rng.ImageRNG(p.rng.shape, list(seeds[:1]), subseeds=list(subseeds[:1]) if subseeds else None,
+                         subseed_strength=getattr(p, "subseed_strength", 0.0),
+                         seed_resize_from_h=getattr(p, "seed_resize_from_h", 0),
+                         seed_resize_from_w=getattr(p, "seed_resize_from_w", 0))
+    p.iteration = getattr(p, "iteration", 0) * p.batch_size  # p.all_seeds[iteration * batch_size] is frame 0
+    p.batch_size = 1
+    if "enable_hr" in saved:
+        p.enable_hr = False
+    try:
+        yield
+    finally:
+        for name in names:
+            if name in saved:
+                setattr(p, name, saved[name])
+            elif hasattr(p, name):
+                delattr(p, name)
+
+
+def _anchored(guidance: Optional[Guidance], latent) -> Optional[Guidance]:
+    if latent is None or guidance is None:
+        return guidance
+    return with_anchor(guidance, latent)
 
 
 @contextlib.contextmanager
@@ -294,6 +416,7 @@ def run_txt2vid(request: Txt2VidRequest) -> Txt2VidResult:
         sampler_name=request.sampler_name, batch_size=settings.frames, n_iter=1, steps=request.steps,
         cfg_scale=request.cfg_scale, width=request.width, height=request.height,
         do_not_save_samples=True, do_not_save_grid=True)
+    p.denoising_strength = None  # no hires pass: keeps "Denoising strength" out of the infotext, as txt2img does
     run = VideoRun(settings)
     with contextlib.closing(p):
         prepare(run, p)
@@ -302,7 +425,8 @@ def run_txt2vid(request: Txt2VidRequest) -> Txt2VidResult:
         # 2. Sample and decode through the WebUI; the wrapped p.sample holds the patches.
         install_sample_wrapper(p, run)
         try:
-            processed = processing.process_images(p)
+            with controlnet_scripts(p, settings):  # the route's p has no scripts: ControlNet's alone, put back after
+                processed = processing.process_images(p)
         finally:
             release_modules()
         # 3. Write the clip.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from modules import scripts
 
-from . import env
+from . import controlnet, env
 from .patches import restore_leftovers
 from .settings import CCDMSettings, CCDMSettingsError
 
@@ -58,6 +58,10 @@ def before_process(p, raw, is_img2img: bool) -> None:
                                        f"got {len(p.init_images)}"))
         else:
             p.batch_size = settings.frames
+            try:  # keyframe ControlNet conditions go into free ControlNet units before ControlNet's process()
+                controlnet.install_units(p, settings)
+            except CCDMSettingsError as err:
+                run.fail(err)
     setattr(p, RUN_ATTR, run)
     runtime.install_sample_wrapper(p, run)
 
@@ -75,6 +79,7 @@ def postprocess(p, processed) -> None:
     """Write one clip per video; report the files (or the failure) in the run's comments."""
     from . import runtime
 
+    controlnet.restore_units(p)  # ControlNet's own units as they were (a no-op when CCDM installed none)
     run = getattr(p, RUN_ATTR, None)
     if run is None or run.error is not None or run.module is None:
         return

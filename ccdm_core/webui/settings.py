@@ -14,7 +14,8 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 from ..errors import CCDMError
 from ..fusion import FusionMode
-from ..keyframes import Keyframe, check_keyframes, format_value_schedule, parse_keyframes_json, parse_value_schedule
+from ..keyframes import (Keyframe, check_keyframes, format_value_schedule, image_digest, parse_keyframes_json,
+                         parse_value_schedule)
 
 SCHEMA_VERSION = 1
 FRAMES_RANGE = (1, 1024)
@@ -32,6 +33,8 @@ KEY_FPS = "CCDM fps"
 KEY_CONTEXT = "CCDM context"
 KEY_FUSION = "CCDM fusion"
 KEY_KEYFRAMES = "CCDM keyframes"
+KEY_KEYFRAME_IMAGES = "CCDM keyframe images"  # `0:<sha256 first 10 hex>, 12:...`, matched on paste
+KEY_ANCHOR_FIRST = "CCDM anchor first"  # written only when on: `true`
 FUSION_MODES = tuple(m.value for m in FusionMode)
 STRENGTH_RANGE = (0.0, 1.0)
 _FUSION = re.compile(r"^\s*([-+0-9.eE]+)\s*/\s*([-+0-9.eE]+)\s*/\s*([a-z]+)\s*$")
@@ -121,6 +124,7 @@ class CCDMSettings:
     cross_frame_strength: float = 0.5  # cross-frame attention; 0 = off
     fusion_mode: str = FusionMode.TEMPORAL.value
     keyframes: Tuple[Keyframe, ...] = ()  # images as data URLs or base64; not in the infotext
+    anchor_first: bool = False  # frame 0 rendered by the plain text-to-image model first, then a keyframe
 
     def __post_init__(self):
         set_ = object.__setattr__  # frozen: normalise in place once
@@ -139,6 +143,7 @@ class CCDMSettings:
         set_(self, "cross_frame_strength", _float("cross_frame_strength", self.cross_frame_strength, *STRENGTH_RANGE))
         set_(self, "fusion_mode", _fusion_mode(self.fusion_mode))
         set_(self, "keyframes", _keyframes(self.keyframes, self.frames))
+        set_(self, "anchor_first", _bool("anchor_first", self.anchor_first))
 
     @classmethod
     def field_names(cls) -> Tuple[str, ...]:
@@ -177,6 +182,11 @@ class CCDMSettings:
                KEY_CONTEXT: self.context_label(), KEY_FUSION: self.fusion_label()}
         if self.keyframes:
             out[KEY_KEYFRAMES] = format_value_schedule({kf.frame: kf.strength for kf in self.keyframes})
+            hashes = keyframe_image_hashes(self.keyframes)
+            if hashes:
+                out[KEY_KEYFRAME_IMAGES] = hashes
+        if self.anchor_first:
+            out[KEY_ANCHOR_FIRST] = "true"
         return out
 
     def fusion_label(self) -> str:
@@ -211,9 +221,16 @@ def _keyframes(value: Any, frames: int) -> Tuple[Keyframe, ...]:
         raise CCDMSettingsError("keyframes", str(err)) from None
 
 
+def keyframe_image_hashes(keyframes) -> str:
+    """`0:<sha256 first 10 hex>, 12:...` for the keyframes whose image is data (the infotext names images so)."""
+    digests = {kf.frame: image_digest(kf.image) for kf in keyframes}
+    return ", ".join(f"{frame}:{digest[:10]}" for frame, digest in sorted(digests.items()) if digest)
+
+
 def keyframe_dict(kf: Keyframe) -> Dict[str, Any]:
     """A keyframe as the JSON object the API and the keyframes textbox use."""
-    return {"frame": kf.frame, "image": kf.image, "strength": kf.strength, "prompt": kf.prompt}
+    return {"frame": kf.frame, "image": kf.image, "strength": kf.strength, "prompt": kf.prompt,
+            "controlnet": kf.controlnet.to_dict() if kf.controlnet is not None else None}
 
 
 def _json_object(text: str) -> Any:
@@ -262,7 +279,16 @@ def settings_from_infotext(params: Mapping[str, str], base: Optional[CCDMSetting
         values.update(context_length=length, context_overlap=overlap, closed_loop=loop)
     if KEY_FUSION in params:
         values.update(parse_fusion(params[KEY_FUSION]))
+    values["anchor_first"] = parse_anchor_first(params)
     return dataclasses.replace(base, **values)
+
+
+def parse_anchor_first(params: Mapping[str, str]) -> bool:
+    """`CCDM anchor first: true` (absent: off; the key is written only when anchor-first was on)."""
+    text = str(params.get(KEY_ANCHOR_FIRST, "false")).strip().lower()
+    if text not in ("true", "false"):
+        raise CCDMSettingsError("anchor_first", f"cannot read {text!r}; accepted: true, false")
+    return text == "true"
 
 
 def parse_fusion(text: str) -> Dict[str, Any]:

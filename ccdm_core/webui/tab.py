@@ -7,7 +7,7 @@ from typing import Any, Dict, List
 import gradio as gr
 
 from ..infotext import parse_infotext
-from . import env
+from . import env, timeline
 from .settings import KEY_FUSION, SIZE_RANGE, CCDMSettingsError, Txt2VidRequest, settings_from_infotext
 from .ui import FUSION_FIELDS, module_picker, pasted_module, settings_from_controls, video_controls
 
@@ -24,7 +24,7 @@ SUBMIT_JS = """function() {
 }"""
 REQUEST_FIELDS = ("prompt", "negative_prompt", "sampler_name", "steps", "cfg_scale", "width", "height", "seed")
 VIDEO_FIELDS = ("motion_module", "frames", "fps", "context_length", "context_overlap", "closed_loop", "formats",
-                "fusion_strength", "cross_frame_strength", "fusion_mode", "keyframes")
+                "fusion_strength", "cross_frame_strength", "fusion_mode", "anchor_first", "keyframes")
 
 
 def _prompt_column() -> Dict[str, Any]:
@@ -81,10 +81,20 @@ def build_tab() -> gr.Blocks:
                 c.update(_sampling_controls())
                 c["motion_module"], _, _ = module_picker(TAB_ID)
                 c.update(video_controls(TAB_ID, env.default_settings()))
+                _take_out(c.pop("keyframes"))  # the tab edits keyframes on the timeline below
             c.update(_output_column())
+        panel = timeline.timeline_panel(f"{TAB_ID}_frames", f"{TAB_ID}_fps", f"{TAB_ID}_gallery")
+        c["keyframes"], c["timeline_status"] = panel["state"], panel["status"]  # the hidden JSON feeds the setting
         c["id_task"] = gr.Textbox(visible=False, elem_id=f"{TAB_ID}_id_task")
         _wire(c)
     return tab
+
+
+def _take_out(component) -> None:
+    """Remove a component built by a shared layout function from this tab's layout and blocks."""
+    if component.parent is not None and component in component.parent.children:
+        component.parent.children.remove(component)
+    component.unrender()
 
 
 def _wire(c: Dict[str, Any]) -> None:
@@ -97,8 +107,9 @@ def _wire(c: Dict[str, Any]) -> None:
                         inputs=inputs, outputs=outputs, show_progress=False)
     c["interrupt"].click(fn=lambda: shared.state.interrupt(), inputs=[], outputs=[])
     c["skip"].click(fn=lambda: shared.state.skip(), inputs=[], outputs=[])
-    paste_targets = [c[n] for n in REQUEST_FIELDS + VIDEO_FIELDS]
-    c["paste"].click(fn=paste, inputs=[c["prompt"]], outputs=paste_targets, show_progress=False)
+    paste_targets = [c[n] for n in REQUEST_FIELDS + VIDEO_FIELDS] + [c["timeline_status"]]
+    c["paste"].click(fn=paste_with_timeline, inputs=[c["prompt"], c["keyframes"]], outputs=paste_targets,
+                     show_progress=False)
 
 
 def request_from_inputs(values: List[Any]) -> Txt2VidRequest:
@@ -120,6 +131,8 @@ def generate(id_task: str, *values):
     from . import runtime
 
     request = request_from_inputs(list(values))
+    keyframes = values[(REQUEST_FIELDS + VIDEO_FIELDS).index("keyframes")]
+    timeline.parse_timeline_state(keyframes, request.video.frames)  # names a broken image before the run starts
     result = runtime.run_txt2vid(request)
     return (_playable(result), result.images, result.info, _summary_html(result))
 
@@ -138,6 +151,16 @@ def _summary_html(result) -> str:
         return f"<p>CCDM: {why}; no video written (Settings > Saving images: save incomplete images).</p>"
     files = [str(p) for clip in result.clips for p in clip.videos.values()]
     return "<p>" + "<br>".join(html.escape(f"CCDM wrote {path}") for path in files) + "</p>"
+
+
+def paste_with_timeline(text: str, current_keyframes: str):
+    """Paste button of the tab: `paste`, then the timeline's keyframes (positions, strengths, and the images of
+    the current timeline whose hash the infotext names), then the timeline's status line."""
+    out = paste(text)
+    keyframes, status = timeline.pasted_keyframes(text, current_keyframes)
+    if keyframes is not None:
+        out[(REQUEST_FIELDS + VIDEO_FIELDS).index("keyframes")] = gr.update(value=keyframes)
+    return out + [status]
 
 
 def paste(text: str):

@@ -9,14 +9,15 @@ import gradio as gr
 from . import env
 from .discovery import label_hash
 from .settings import (CONTEXT_RANGE, FORMAT_NAMES, FPS_RANGE, FRAMES_RANGE, FUSION_MODES, KEY_CONTEXT, KEY_FPS,
-                       KEY_FRAMES, KEY_FUSION, KEY_MODULE, CCDMSettings, CCDMSettingsError, parse_context, parse_fusion)
+                       KEY_FRAMES, KEY_FUSION, KEY_MODULE, CCDMSettings, CCDMSettingsError, parse_anchor_first,
+                       parse_context, parse_fusion)
 
 FORMAT_CHOICES = [("MP4", "mp4"), ("GIF", "gif"), ("WebM", "webm"), ("WebP", "webp"), ("PNG (animated)", "png")]
 CONTEXT_SLIDER_MAX = 64
 REFRESH_SYMBOL = "\U0001f504"
 # Controls whose value lives in the settings object; they must not be reset from ui-config.json behind its back.
 CONTROL_FIELDS = ("enabled", "motion_module", "frames", "fps", "context_length", "context_overlap", "closed_loop",
-                  "formats", "fusion_strength", "cross_frame_strength", "fusion_mode", "keyframes")
+                  "formats", "fusion_strength", "cross_frame_strength", "fusion_mode", "keyframes", "anchor_first")
 FUSION_FIELDS = ("fusion_strength", "cross_frame_strength", "fusion_mode")
 KEYFRAMES_PLACEHOLDER = '[{"frame": 0, "image": "data:image/png;base64,...", "strength": 1.0, "prompt": null}]'
 
@@ -87,7 +88,8 @@ def video_controls(elem_prefix: str, defaults: CCDMSettings) -> Dict[str, Any]:
 
 
 def fusion_controls(elem_prefix: str, defaults: CCDMSettings) -> Dict[str, Any]:
-    """Fusion and cross-frame strengths, the fusion mode, and the keyframes (JSON list; images as data URLs)."""
+    """Fusion and cross-frame strengths, the fusion mode, anchor-first, and the keyframes (JSON list; images as
+    data URLs)."""
     c: Dict[str, Any] = {}
     with gr.Row():
         c["fusion_strength"] = gr.Slider(minimum=0.0, maximum=1.0, step=0.05, value=defaults.fusion_strength,
@@ -98,6 +100,8 @@ def fusion_controls(elem_prefix: str, defaults: CCDMSettings) -> Dict[str, Any]:
                                               elem_id=f"{elem_prefix}_cross_frame_strength")
         c["fusion_mode"] = gr.Dropdown(label="Fusion mode", choices=list(FUSION_MODES), value=defaults.fusion_mode,
                                        elem_id=f"{elem_prefix}_fusion_mode")
+    c["anchor_first"] = gr.Checkbox(value=defaults.anchor_first, label="Anchor first (render frame 0 with the plain "
+                                    "text-to-image model, then animate from it)", elem_id=f"{elem_prefix}_anchor_first")
     c["keyframes"] = gr.Textbox(label="Keyframes (JSON: frame, image as data URL or base64, strength, prompt)",
                                 lines=2, value=_keyframes_text(defaults), placeholder=KEYFRAMES_PLACEHOLDER,
                                 elem_id=f"{elem_prefix}_keyframes")
@@ -120,6 +124,8 @@ def settings_from_controls(values: Dict[str, Any]) -> Dict[str, Any]:
         out["fps"] = float(out["fps"])
     out["enabled"] = bool(out.get("enabled"))
     out["closed_loop"] = bool(out.get("closed_loop"))
+    if "anchor_first" in out:
+        out["anchor_first"] = bool(out["anchor_first"])
     out["motion_module"] = out.get("motion_module") or ""
     out["formats"] = [f for f in (out.get("formats") or []) if f in FORMAT_NAMES]
     for name in ("fusion_strength", "cross_frame_strength"):
@@ -170,6 +176,16 @@ def pasted_fusion(field: str):
     return read
 
 
+def pasted_anchor_first(params: Dict[str, str]):
+    """`CCDM anchor first: true`; off when the infotext has CCDM entries without it; else the control is left."""
+    if KEY_FRAMES not in params and KEY_MODULE not in params:
+        return gr.update()
+    try:
+        return parse_anchor_first(params)
+    except CCDMSettingsError:
+        return gr.update()
+
+
 def infotext_fields(controls: Dict[str, Any]) -> List[Tuple[Any, Any]]:
     """(component, infotext key or reader) pairs for the WebUI's paste and PNG Info (keyframe images are not in
     the infotext, so the keyframes box is not pasted)."""
@@ -177,6 +193,8 @@ def infotext_fields(controls: Dict[str, Any]) -> List[Tuple[Any, Any]]:
               (controls["context_length"], _pasted_context(0)), (controls["context_overlap"], _pasted_context(1)),
               (controls["closed_loop"], _pasted_context(2))]
     fields += [(controls[name], pasted_fusion(name)) for name in FUSION_FIELDS if name in controls]
+    if "anchor_first" in controls:
+        fields.append((controls["anchor_first"], pasted_anchor_first))
     if "enabled" in controls:
         fields.insert(0, (controls["enabled"], lambda d: KEY_FRAMES in d or KEY_MODULE in d))
     return fields

@@ -67,7 +67,7 @@ def main():
     report["module_label"] = label
     info = f"a cat\nNegative prompt: dog\nSteps: 9, Sampler: DDIM, CFG scale: 6.5, Seed: 3, Size: 256x320, " \
            f"CCDM motion module: renamed [{label[-11:-1]}], CCDM frames: 12, CCDM fps: 10, CCDM context: 8/2/loop, " \
-           f"CCDM fusion: 0.25/0/keyframe, CCDM keyframes: \"0:(1), 4:(0.5)\""
+           f"CCDM fusion: 0.25/0/keyframe, CCDM keyframes: \"0:(1), 4:(0.5)\", CCDM anchor first: true"
     report["script_paste"] = paste_into_script(built[False], info)
     report["tab_paste"] = [u.get("value", "<update>") if isinstance(u, dict) else u for u in tab.paste(info)]
     old = info.split(", CCDM fusion")[0]
@@ -78,7 +78,7 @@ def main():
          "cross_frame_strength": 0.75, "fusion_mode": "uniform", "keyframes": None})
     keyframes = json.dumps([{"frame": 3, "image": "data:image/png;base64,AAAA", "strength": 0.5}])
     request = tab.request_from_inputs(["a cat", "", "Euler", 9.0, 6.5, 256.0, 320.0, 3.0, label, 12.0, 10, 8.0, 2.0,
-                                       True, ["gif"], 0.25, 1, "keyframe", keyframes])
+                                       True, ["gif"], 0.25, 1, "keyframe", True, keyframes])
     report["request"] = request.to_dict()
 
     app = FastAPI()
