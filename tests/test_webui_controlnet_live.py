@@ -11,7 +11,7 @@ import json
 import numpy as np
 import pytest
 
-from test_webui_live import SIZE, STEPS, URL, call, pixels, txt2img
+from test_webui_live import SIZE, STEPS, URL, call, pick_module, pixels, txt2img
 
 pytestmark = [pytest.mark.webui, pytest.mark.skipif(not URL, reason="set CCDM_WEBUI_URL to a live WebUI 1.6.0")]
 FRAMES = 6
@@ -31,7 +31,7 @@ def setup():
     if status != 200 or not body["modules"]:
         pytest.skip("no CCDM motion module listed")
     module = "canny" if "canny" in sd15[0].lower() else "none"
-    return {"motion": body["modules"][0]["label"], "model": sd15[0], "module": module}
+    return {"motion": pick_module(body), "model": sd15[0], "module": module}
 
 
 def edge_image() -> str:
@@ -89,4 +89,6 @@ def test_accordion_api_takes_keyframe_controlnet(setup):
     status, body = txt2img(batch_size=1, alwayson_scripts={"CCDM": {"args": [settings]}})
     assert status == 200, body
     assert len(body["images"]) == FRAMES
-    assert "CCDM wrote" in json.loads(body["info"])["comments"]
+    info = json.loads(body["info"])  # WebUI 1.6.0's API info has no `comments` (Processed.js)
+    assert all(f"CCDM frames: {FRAMES}" in text for text in info["infotexts"])
+    assert any(key.startswith("ControlNet") for key in info["extra_generation_params"])  # the keyframe's unit ran

@@ -21,6 +21,7 @@ URL = os.environ.get("CCDM_WEBUI_URL", "").rstrip("/")
 SIZE = int(os.environ.get("CCDM_WEBUI_SIZE", "256"))
 STEPS = int(os.environ.get("CCDM_WEBUI_STEPS", "4"))
 TIMEOUT = float(os.environ.get("CCDM_WEBUI_TIMEOUT", "1800"))
+MOTION = os.environ.get("CCDM_WEBUI_MOTION", "")  # a listed name, file name or hash; default: the first listed
 
 pytestmark = [pytest.mark.webui, pytest.mark.skipif(not URL, reason="set CCDM_WEBUI_URL to a live WebUI 1.6.0")]
 
@@ -47,9 +48,20 @@ def pixels(b64_images):
 def module_name():
     status, body = call("/ccdm/v1/motion-modules")
     assert status == 200, body
-    if not body["modules"]:
-        pytest.skip(f"no motion module in {body['folders']}")
-    return body["modules"][0]["label"]
+    return pick_module(body)
+
+
+def pick_module(listing) -> str:
+    """The label of CCDM_WEBUI_MOTION's module (or the first listed one) in a /ccdm/v1/motion-modules answer."""
+    modules = listing["modules"]
+    if not modules:
+        pytest.skip(f"no motion module in {listing['folders']}")
+    if not MOTION:
+        return modules[0]["label"]
+    for m in modules:
+        if MOTION in (m["name"], m["filename"], m["sha256"], m["shorthash"], m["label"]):
+            return m["label"]
+    pytest.fail(f"CCDM_WEBUI_MOTION={MOTION!r} is not among {[m['label'] for m in modules]}")
 
 
 def txt2img(**extra):
