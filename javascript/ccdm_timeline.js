@@ -46,6 +46,8 @@
             this.drag = null;
             this.pending = false; // a render asked for during a drag
             this.maxSide = Number(root.dataset.maxSide) || 1024;
+            this.cnJson = null; // the ControlNet options box's text; cnOptions: its lists, null without ControlNet
+            this.cnOptions = null;
             this.build();
             this.bind();
             this.sync();
@@ -146,6 +148,7 @@
             if (box && box.value !== this.lastState) dirty = this.loadState(box.value) || dirty;
             const urls = this.galleryUrls();
             if (urls.join('\n') !== this.frameUrls.join('\n')) [this.frameUrls, dirty] = [urls, true];
+            if (this.readControlNetOptions && this.readControlNetOptions()) dirty = true;
             if (dirty) this.render();
             return true;
         }
@@ -292,6 +295,7 @@
             this.track.replaceChildren(frag);
             this.track.style.setProperty('--ccdm-slot', width + 'px');
             this.track.classList.toggle('ccdm-compact', width < COMPACT_BELOW);
+            this.track.classList.toggle('ccdm-with-cn', Boolean(this.cnOptions));
             this.renderToolbar();
         }
 
@@ -332,6 +336,8 @@
                 card.appendChild(el('div', 'ccdm-thumb ccdm-noimage', 'no image'));
             }
             card.append(this.strengthInput(kf), this.promptInput(kf), button('ccdm-card-delete', '\u00d7', 'Delete'));
+            const controlnet = this.controlNetPart && this.controlNetPart(kf); // only when ControlNet is there
+            if (controlnet) card.appendChild(controlnet);
             return card;
         }
 
@@ -432,7 +438,7 @@
         if (!parts.dom || !parts.events) throw new Error('CCDM timeline: ccdm_timeline_util.js or _events.js missing');
         ({app, byId, el, button} = parts.dom);
         [text, images] = [parts.text, parts.images];
-        Object.assign(Timeline.prototype, parts.events);
+        Object.assign(Timeline.prototype, parts.events, parts.controlnet ? parts.controlnet.methods : {});
         attach();
         if (pollTimer === null) pollTimer = setInterval(poll, POLL_MS);
     }

@@ -19,6 +19,7 @@
             else if (target.closest('.ccdm-delete') && this.selected !== null) this.remove(this.selected);
             else if (target.closest('.ccdm-card-delete') && card) this.remove(Number(card.dataset.frame));
             else if (target.closest('.ccdm-pin')) this.pin(Number(target.closest('.ccdm-pin').dataset.frame));
+            else if (target.closest('.ccdm-send-controlnet') && card) this.sendToControlNet(Number(card.dataset.frame));
             else if (target.closest('.ccdm-slot') && !card) this.select(null);
         },
 
@@ -27,6 +28,7 @@
             const card = target.closest('.ccdm-keyframe');
             if (target.classList.contains('ccdm-schedule')) this.onScheduleInput(target.dataset.kind);
             else if (card && target.classList.contains('ccdm-strength')) this.onStrengthInput(card, target);
+            else if (card && target.matches('.ccdm-cn-weight, .ccdm-cn-radius')) this.onControlNetNumber(card, target);
             else if (card && target.classList.contains('ccdm-prompt')) {
                 this.find(Number(card.dataset.frame)).prompt = target.value || null;
                 this.commit({render: false});
@@ -39,6 +41,10 @@
             if (card && target.classList.contains('ccdm-strength')) {
                 target.value = parts.text.formatNumber(this.find(Number(card.dataset.frame)).strength);
                 target.classList.remove('ccdm-invalid');
+            } else if (card && target.matches('.ccdm-cn-module, .ccdm-cn-model')) {
+                this.onControlNetSelect(card, target);
+            } else if (card && target.matches('.ccdm-cn-weight, .ccdm-cn-radius')) {
+                this.resetControlNetNumber(card, target); // an invalid value left behind: back to the stored one
             }
         },
 
@@ -99,7 +105,7 @@
             if (!card || event.button !== 0) return;
             const frame = Number(card.dataset.frame);
             this.select(frame);
-            if (event.target.closest('input, button')) return; // editing, not dragging
+            if (event.target.closest('input, button, select')) return; // editing, not dragging
             this.drag = {frame: frame, x: event.clientX, moved: false};
             card.setPointerCapture(event.pointerId);
             card.focus({preventScroll: true});

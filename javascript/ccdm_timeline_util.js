@@ -164,6 +164,7 @@
         const buttons = app().querySelectorAll('#tabs > .tab-nav > button, #tabs > div > button');
         const tab = Array.from(buttons).find((b) => b.textContent.trim() === label);
         if (tab) tab.click();
+        return Boolean(tab);
     }
 
     async function sendToTimeline(source) {
@@ -195,7 +196,7 @@
         }
     }
 
-    parts.dom = {app: app, byId: byId, el: el, button: button};
+    parts.dom = {app: app, byId: byId, el: el, button: button, switchToTab: switchToTab};
     parts.text = {formatNumber: formatNumber, formatStrengths: formatStrengths, formatPrompts: formatPrompts,
         parseStrengths: parseStrengths, parsePrompts: parsePrompts, applyStrengths: applyStrengths,
         applyPrompts: applyPrompts, newKeyframe: newKeyframe};

@@ -14,8 +14,8 @@ from PIL import Image
 from ccdm_core.infotext import build_infotext, parse_infotext
 from ccdm_core.keyframes import Keyframe, image_digest
 from ccdm_core.webui.settings import KEY_KEYFRAME_IMAGES, KEY_KEYFRAMES, CCDMSettings, CCDMSettingsError
-from ccdm_core.webui.timeline import (ROOT_ID, STATE_ID, parse_image_hashes, parse_timeline_state, pasted_keyframes,
-                                      restore_keyframes, root_html)
+from ccdm_core.webui.timeline import (CN_OPTIONS_ID, ROOT_ID, STATE_ID, parse_image_hashes, parse_timeline_state,
+                                      pasted_keyframes, restore_keyframes, root_html)
 
 
 def data_url(value: int = 128, size=(12, 8), fmt: str = "PNG") -> str:
@@ -130,3 +130,20 @@ def test_root_element_names_the_components_the_page_code_follows():
     assert f'id="{ROOT_ID}"' in text and f'data-state-elem="{STATE_ID}"' in text
     assert 'data-frames-elem="ccdm_txt2vid_frames"' in text and 'data-fps-elem="ccdm_txt2vid_fps"' in text
     assert 'data-gallery-elem="ccdm_txt2vid_gallery"' in text and 'data-max-side="1024"' in text
+    assert CN_OPTIONS_ID == "ccdm_controlnet_options" and f'data-cn-options-elem="{CN_OPTIONS_ID}"' in text
+
+
+def test_controlnet_objects_the_cards_write_pass_the_parser_and_the_settings():
+    """The card's ControlNet controls write {module, model, weight, radius} or null; the JS refuses what the
+    settings refuse (weight outside 0..2, radius not a whole number >= 0)."""
+    spec = {"module": "canny", "model": "control_v11p_sd15_canny [d14c016b]", "weight": 0.6, "radius": 3}
+    items = [{"frame": 4, "strength": 1, "prompt": None, "image": data_url(), "controlnet": spec},
+             {"frame": 9, "strength": 0.5, "prompt": None, "image": None, "controlnet": None}]
+    assert parse_timeline_state(json.dumps(items), 16).extras == {4: {"controlnet": spec}}
+    settings = CCDMSettings(frames=16, keyframes=json.dumps(items))
+    assert settings.keyframes[0].controlnet.to_dict() == spec and settings.keyframes[1].controlnet is None
+    for bad, message in [({"weight": 3}, "controlnet.weight: 3 is out of range; accepted 0..2"),
+                         ({"radius": 1.5}, "controlnet.radius: must be an integer number of frames"),
+                         ({"radius": -1}, "controlnet.radius: -1 is out of range")]:
+        with pytest.raises(CCDMSettingsError, match=f"keyframe at frame 4: {message}"):
+            CCDMSettings(frames=16, keyframes=[{**items[0], "controlnet": {**spec, **bad}}])

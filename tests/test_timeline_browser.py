@@ -24,6 +24,7 @@ from PIL import Image
 
 from ccdm_core.infotext import build_infotext
 from ccdm_core.keyframes import image_digest, parse_prompt_schedule, parse_value_schedule
+from ccdm_core.webui.settings import CCDMSettings, CCDMSettingsError
 from ccdm_core.webui.timeline import parse_timeline_state
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +33,11 @@ ARTIFACTS = ROOT / "tests" / "artifacts" / "timeline"
 CHROMIUM = os.environ.get("CCDM_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 STATE = "#ccdm_keyframes_json textarea"
 TIMELINE = "#ccdm_timeline"
+CN_OPTIONS = "#ccdm_controlnet_options textarea"
+# the stand-in ControlNet of timeline_page.py: its lists as CCDM offers them (no per-batch-only preprocessors)
+CN_MODULES = ["none", "canny", "depth_midas", "openpose"]
+CN_MODELS = ["control_v11p_sd15_canny [d14c016b]", "control_v11f1p_sd15_depth [cfd03158]"]
+CN_UNIT = "#txt2img_controlnet_ControlNet"
 
 
 def _free_port() -> int:
@@ -91,8 +97,7 @@ def browser(page_url):
         chromium.close()
 
 
-@pytest.fixture
-def page(browser, page_url):
+def open_page(browser, page_url):
     """The test page with the txt2vid tab shown; page errors fail the test."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
@@ -110,10 +115,31 @@ def page(browser, page_url):
     assert not errors, errors
 
 
-def shot(page, name: str) -> Path:
+@pytest.fixture
+def page(browser, page_url):
+    """The test page without ControlNet (the server's default)."""
+    yield from open_page(browser, page_url)
+
+
+def set_controlnet(page_url: str, state: str) -> None:
+    with urllib.request.urlopen(f"{page_url}ccdm-test/controlnet/{state}", timeout=10) as response:
+        assert json.load(response) == {"controlnet": state}
+
+
+@pytest.fixture
+def cn_page(browser, page_url):
+    """The test page loaded while the stand-in ControlNet is installed in the server (removed again after)."""
+    set_controlnet(page_url, "on")
+    try:
+        yield from open_page(browser, page_url)
+    finally:
+        set_controlnet(page_url, "off")
+
+
+def shot(page, name: str, selector: str = "#ccdm_timeline_panel") -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
-    page.locator("#ccdm_timeline_panel").screenshot(path=str(path))
+    page.locator(selector).screenshot(path=str(path))
     print(f"screenshot: {path}")
     return path
 
@@ -209,7 +235,7 @@ def test_drop_drag_strength_and_delete(page):
     page.click(f'{TIMELINE} .ccdm-keyframe[data-frame="2"] .ccdm-thumb')
     page.click(f"{TIMELINE} .ccdm-delete")
     wait_state(page, "s.length === 0")
-    assert python_parse(page) == {"keyframes": [], "extras": {}}
+    assert python_parse(page) == {"keyframes": [], "extras": {}, "controlnet": {}}
     print(f"drop/drag/strength/delete: {time.monotonic() - started:.1f} s")
 
 
@@ -339,3 +365,147 @@ def test_controlnet_field_survives_edits_and_init_runs_once(page):
     kfs = wait_state(page, "s.length === 1 && s[0].image")
     assert kfs[0]["controlnet"] == cn and kfs[0]["strength"] == 0.3
     assert parse_timeline_state(json.dumps(kfs), 16).extras == {10: {"controlnet": cn}}
+
+
+# ---- ControlNet on the cards ------------------------------------------------------------------------------------
+
+def card(frame: int) -> str:
+    return f'{TIMELINE} .ccdm-keyframe[data-frame="{frame}"]'
+
+
+def options_of(page, selector: str) -> list:
+    return page.eval_on_selector(selector, "s => Array.from(s.options, (o) => [o.value, o.textContent])")
+
+
+def test_without_controlnet_the_cards_show_nothing_of_it(page):
+    page.wait_for_selector(CN_OPTIONS, state="attached")  # the invisible gradio 3.41 textbox is in the page
+    assert page.locator("#ccdm_controlnet_options").is_hidden()
+    assert json.loads(page.input_value(CN_OPTIONS)) == {"modules": [], "models": []}
+    drop_file(page, 4, png_bytes(40, 30))
+    kfs = wait_state(page, "s.length === 1 && s[0].image")
+    page.click(f"{card(4)} .ccdm-thumb")
+    for hook in (".ccdm-cn", ".ccdm-cn-module", ".ccdm-cn-model", ".ccdm-cn-weight", ".ccdm-cn-radius",
+                 ".ccdm-send-controlnet"):
+        assert page.locator(f"{TIMELINE} {hook}").count() == 0, hook
+    assert "controlnet" not in kfs[0]  # nothing written for it either
+    assert page.locator(f"{TIMELINE} .ccdm-track.ccdm-with-cn").count() == 0
+    assert page.locator(f'{TIMELINE} .ccdm-slot[data-frame="4"] .ccdm-lane').evaluate(
+        "l => l.getBoundingClientRect().height") == 128  # the strip's layout is the one without ControlNet
+
+
+def test_controlnet_card_controls_write_the_keyframe_condition(cn_page):
+    page, started = cn_page, time.monotonic()
+    # listed by controlnet_options_json() at this page load (ControlNet went in after the server built the page)
+    assert json.loads(page.input_value(CN_OPTIONS)) == {"modules": CN_MODULES, "models": ["None"] + CN_MODELS}
+    drop_file(page, 4, png_bytes(80, 60))
+    kfs = wait_state(page, "s.length === 1 && s[0].image")
+    assert "controlnet" not in kfs[0]  # shown controls change nothing until used
+    model, module = f"{card(4)} .ccdm-cn-model", f"{card(4)} .ccdm-cn-module"
+    weight, radius = f"{card(4)} .ccdm-cn-weight", f"{card(4)} .ccdm-cn-radius"
+    assert options_of(page, model) == [["", "\u2014 off \u2014"]] + [[m, m] for m in CN_MODELS]
+    assert [value for value, _ in options_of(page, module)] == CN_MODULES
+    assert page.input_value(model) == "" and page.input_value(weight) == "1" and page.input_value(radius) == "0"
+    assert page.is_disabled(module) and page.is_disabled(weight) and page.is_disabled(radius)
+
+    page.select_option(model, CN_MODELS[0])
+    kfs = wait_state(page, "s[0].controlnet && s[0].controlnet.model")
+    assert kfs[0]["controlnet"] == {"module": "none", "model": CN_MODELS[0], "weight": 1, "radius": 0}
+    page.select_option(module, "canny")
+    page.fill(weight, "0.6")
+    page.fill(radius, "3")
+    kfs = wait_state(page, "s[0].controlnet.radius === 3 && s[0].controlnet.weight === 0.6")
+    spec = {"module": "canny", "model": CN_MODELS[0], "weight": 0.6, "radius": 3}
+    assert kfs[0]["controlnet"] == spec and list(kfs[0]["controlnet"]) == ["module", "model", "weight", "radius"]
+    parsed = python_parse(page)  # in the page server: the timeline parser and the settings (which validate it)
+    assert parsed["extras"] == {"4": {"controlnet": spec}} and parsed["controlnet"] == {"4": spec}
+    assert CCDMSettings(frames=16, keyframes=json.dumps(kfs)).keyframes[0].controlnet.to_dict() == spec
+    assert parse_timeline_state(json.dumps(kfs), 16).extras == {4: {"controlnet": spec}}
+
+    for selector, bad in [(weight, "3"), (weight, "-0.1"), (radius, "1.5"), (radius, "-1")]:
+        page.fill(selector, bad)  # marked, not applied
+        assert "ccdm-invalid" in page.get_attribute(selector, "class"), (selector, bad)
+        assert state(page)[0]["controlnet"] == spec
+    with pytest.raises(CCDMSettingsError, match="controlnet.weight: 3 is out of range; accepted 0..2"):
+        CCDMSettings(frames=16, keyframes=[{**kfs[0], "controlnet": {**spec, "weight": 3}}])  # as Python would say
+    page.fill(weight, "3")
+    page.click(f"{card(4)} .ccdm-prompt")  # leaving the box puts the applied value back
+    assert page.input_value(weight) == "0.6" and "ccdm-invalid" not in page.get_attribute(weight, "class")
+    page.fill(weight, "3")
+    shot(page, "08_controlnet_card_weight_3_marked")
+
+    page.select_option(model, label="\u2014 off \u2014")
+    kfs = wait_state(page, "s[0].controlnet === null")
+    assert page.is_disabled(module) and page.is_disabled(weight)
+    assert python_parse(page) == {"keyframes": [{"frame": 4, "strength": 1.0, "prompt": None,
+                                                 "image_chars": len(kfs[0]["image"])}], "extras": {}, "controlnet": {}}
+    page.select_option(model, CN_MODELS[1])  # on again: the part's values, the invalid weight not taken
+    kfs = wait_state(page, "s[0].controlnet !== null")
+    assert kfs[0]["controlnet"] == {"module": "canny", "model": CN_MODELS[1], "weight": 1, "radius": 3}
+    print(f"ControlNet card controls: {time.monotonic() - started:.1f} s")
+
+
+def test_controlnet_condition_from_the_state_shows_even_when_not_listed(cn_page):
+    page = cn_page
+    cn = {"module": "openpose_full", "model": "control_v11p_sd15_openpose", "weight": 0.5, "radius": 2}
+    page.evaluate("""([selector, value]) => {
+        const box = document.querySelector(selector);
+        box.value = value;
+        box.dispatchEvent(new Event('input', {bubbles: true}));
+    }""", [STATE, json.dumps([{"frame": 7, "strength": 1, "prompt": None, "image": None, "controlnet": cn}])])
+    page.wait_for_selector(f"{card(7)} .ccdm-cn-model")
+    assert page.input_value(f"{card(7)} .ccdm-cn-model") == cn["model"]
+    assert options_of(page, f"{card(7)} .ccdm-cn-model")[-1] == [cn["model"], cn["model"] + " (not listed)"]
+    assert page.input_value(f"{card(7)} .ccdm-cn-module") == cn["module"]
+    assert (page.input_value(f"{card(7)} .ccdm-cn-weight"), page.input_value(f"{card(7)} .ccdm-cn-radius")) == (
+        "0.5", "2")
+    assert page.is_disabled(f"{card(7)} .ccdm-send-controlnet")  # no image to send
+    page.fill(f"{card(7)} .ccdm-cn-radius", "0")
+    kfs = wait_state(page, "s[0].controlnet.radius === 0")
+    assert kfs[0]["controlnet"] == {**cn, "radius": 0}
+
+
+def test_send_to_controlnet_fills_unit_0_and_enables_it(cn_page):
+    page, started = cn_page, time.monotonic()
+    drop_file(page, 2, png_bytes(80, 60))
+    wait_state(page, "s.length === 1 && s[0].image")
+    checkbox = f"{CN_UNIT}_controlnet_enable_checkbox input[type=checkbox]"
+    assert not page.is_checked(checkbox) and page.locator(f"{CN_UNIT}_input_image img").count() == 0
+    page.click(f"{card(2)} .ccdm-send-controlnet")
+    page.wait_for_selector(f"{CN_UNIT}_input_image img")  # shown in the unit, which is visible: tab and accordion
+    assert page.is_visible("#txt2img_controlnet .label-wrap.open") and page.is_visible(f"{CN_UNIT}_input_image")
+    page.wait_for_function(f"() => document.querySelector('{checkbox}').checked")
+    status = f"{TIMELINE} .ccdm-status"
+    assert page.text_content(status) == "Keyframe 2 sent to ControlNet unit 0 (txt2img) and the unit enabled."
+    page.fill("#page_parsed textarea", "")
+    page.click("#page_cn_image")
+    page.wait_for_function("() => document.querySelector('#page_parsed textarea').value !== ''", timeout=10_000)
+    assert json.loads(page.input_value("#page_parsed textarea")) == {"shape": [60, 80, 3]}  # what Python received
+    shot(page, "09_sent_to_controlnet", "#txt2img_controlnet")
+
+    # ControlNet with several units names unit 0 "ControlNet-0"
+    page.click(checkbox)
+    page.evaluate("""(unit) => {
+        for (const suffix of ['_input_image', '_controlnet_enable_checkbox']) {
+            document.querySelector(unit + suffix).id = unit.slice(1) + '-0' + suffix;
+        }
+    }""", CN_UNIT)
+    page.click("#tabs > .tab-nav > button:has-text('txt2vid')")
+    page.click(f"{card(2)} .ccdm-send-controlnet")
+    page.wait_for_function(f"() => document.querySelector('{CN_UNIT}-0_controlnet_enable_checkbox input').checked")
+    page.wait_for_function(f"() => document.querySelector('{status}').textContent.includes('unit enabled')")
+
+    # missing pieces are named in the status line, nothing throws (page errors fail the test)
+    page.evaluate("() => { document.querySelector('#txt2img_controlnet').id = 'renamed'; }")
+    page.click("#tabs > .tab-nav > button:has-text('txt2vid')")
+    page.click(f"{card(2)} .ccdm-send-controlnet")
+    page.wait_for_function(f"() => document.querySelector('{status}').textContent.includes('#txt2img_controlnet')")
+    assert page.text_content(status) == "ControlNet not found: no #txt2img_controlnet in the page."
+    assert "ccdm-status-error" in page.get_attribute(status, "class")
+    page.evaluate(f"""() => {{ document.querySelector('#renamed').id = 'txt2img_controlnet';
+        document.querySelector('{CN_UNIT}-0_input_image').id = 'gone'; }}""")
+    page.click("#tabs > .tab-nav > button:has-text('txt2vid')")
+    page.click(f"{card(2)} .ccdm-send-controlnet")
+    page.wait_for_function(f"() => document.querySelector('{status}').textContent.startsWith('ControlNet unit 0')")
+    assert page.text_content(status) == ("ControlNet unit 0 not found: no #txt2img_controlnet_ControlNet-0_input_image"
+                                         " or #txt2img_controlnet_ControlNet_input_image.")
+    print(f"send to ControlNet: {time.monotonic() - started:.1f} s")

@@ -8,6 +8,7 @@ import gradio as gr
 
 from ..infotext import parse_infotext
 from . import env, timeline
+from .controlnet import controlnet_options_json
 from .settings import KEY_FUSION, SIZE_RANGE, CCDMSettingsError, Txt2VidRequest, settings_from_infotext
 from .ui import FUSION_FIELDS, module_picker, pasted_module, settings_from_controls, video_controls
 
@@ -83,7 +84,8 @@ def build_tab() -> gr.Blocks:
                 c.update(video_controls(TAB_ID, env.default_settings()))
                 _take_out(c.pop("keyframes"))  # the tab edits keyframes on the timeline below
             c.update(_output_column())
-        panel = timeline.timeline_panel(f"{TAB_ID}_frames", f"{TAB_ID}_fps", f"{TAB_ID}_gallery")
+        panel = timeline.timeline_panel(f"{TAB_ID}_frames", f"{TAB_ID}_fps", f"{TAB_ID}_gallery",
+                                        controlnet_options=controlnet_options_json)  # evaluated at page load
         c["keyframes"], c["timeline_status"] = panel["state"], panel["status"]  # the hidden JSON feeds the setting
         c["id_task"] = gr.Textbox(visible=False, elem_id=f"{TAB_ID}_id_task")
         _wire(c)

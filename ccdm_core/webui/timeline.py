@@ -27,6 +27,7 @@ from .settings import (KEY_KEYFRAME_IMAGES, KEY_KEYFRAMES, STRENGTH_RANGE, CCDMS
 ROOT_ID = "ccdm_timeline"
 STATE_ID = "ccdm_keyframes_json"
 STATUS_ID = "ccdm_timeline_status"
+CN_OPTIONS_ID = "ccdm_controlnet_options"  # ControlNet's preprocessors and models for the cards, as JSON
 MAX_IMAGE_SIDE = 1024  # the page downscales dropped images to this before they travel
 STATE_FIELDS = ("frame", "strength", "prompt", "image")
 PASSTHROUGH_FIELDS = ("controlnet",)  # owned by the per-keyframe ControlNet feature: kept by frame, not checked here
@@ -205,13 +206,15 @@ def root_html(frames_elem_id: str, fps_elem_id: str, frames_gallery_id: str = ""
     """The element the page code fills; it names the frame count, fps and frames-gallery components to follow."""
     attrs = {"id": ROOT_ID, "class": "ccdm-timeline", "tabindex": "0", "data-frames-elem": frames_elem_id,
              "data-fps-elem": fps_elem_id, "data-state-elem": STATE_ID, "data-gallery-elem": frames_gallery_id,
-             "data-max-side": str(MAX_IMAGE_SIDE)}
+             "data-cn-options-elem": CN_OPTIONS_ID, "data-max-side": str(MAX_IMAGE_SIDE)}
     text = " ".join(f'{k}="{html.escape(v, quote=True)}"' for k, v in attrs.items())
     return f"<div {text}><p class='ccdm-timeline-loading'>Keyframe timeline (loading the page code)</p></div>"
 
 
-def timeline_panel(frames_elem_id: str, fps_elem_id: str, frames_gallery_id: str = "") -> Dict[str, Any]:
-    """The timeline strip, its hidden JSON state textbox and a status line (gradio 3.41 layout)."""
+def timeline_panel(frames_elem_id: str, fps_elem_id: str, frames_gallery_id: str = "",
+                   controlnet_options: Any = "") -> Dict[str, Any]:
+    """The timeline strip, its hidden JSON state textbox, a status line and the hidden ControlNet options box
+    (gradio 3.41 layout). `controlnet_options`: the options JSON or a function gradio calls at each page load."""
     import gradio as gr
 
     c: Dict[str, Any] = {}
@@ -220,5 +223,9 @@ def timeline_panel(frames_elem_id: str, fps_elem_id: str, frames_gallery_id: str
                                 elem_id=f"{ROOT_ID}_html")
         c["state"] = gr.Textbox(value="", visible=False, label="Keyframes (JSON)", elem_id=STATE_ID)
         c["status"] = gr.HTML(value="", elem_id=STATUS_ID)
-    c["state"].do_not_save_to_config = True  # images are large: never into ui-config.json
+        # gradio 3.41 keeps invisible components in the page (display: none), so the page code can read it
+        c["controlnet_options"] = gr.Textbox(value=controlnet_options, visible=False, label="ControlNet options",
+                                             elem_id=CN_OPTIONS_ID)
+    for name in ("state", "controlnet_options"):
+        c[name].do_not_save_to_config = True  # images are large, lists change: never into ui-config.json
     return c
