@@ -53,6 +53,8 @@ def _bench_parser(sub) -> None:
     p.add_argument("--motion", default=None, help="fusion: a motion module to use in both arms")
     p.add_argument("--out", default="outputs/bench-quality", help="quality: folder for quality.md and quality.json")
     p.add_argument("--steps", type=int, default=20, help="quality: sampling steps")
+    p.add_argument("--module", choices=["linear", "scaled_linear"], default="scaled_linear",
+                   help="quality: the shipped motion module of arms b-d (the other one is the beta ablation)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,21 +114,21 @@ def _bench_quality(args) -> dict:
         raise CCDMError(f"bench quality needs the shipped ccdm-mini files; missing: {', '.join(missing)}")
     motions = {"linear": load_motion_module(MINI_MOTION), "scaled_linear": load_motion_module(MINI_MOTION_SCALED)}
     result = bench_quality(load_sd_checkpoint(MINI_CHECKPOINT), motions, MINI_CLASSIFIER, Path(args.out),
-                           frames=args.frames, steps=args.steps)
+                           frames=args.frames, steps=args.steps, primary=args.module)
     print(markdown_table(result), file=sys.stderr)
     return result
 
 
 def _default_model(args, load_sd_checkpoint, build_default_model):
     """--model/--motion, else the shipped ccdm-mini model and motion module, else the built-in random model."""
-    from .assets import MINI_CHECKPOINT, MINI_MOTION, shipped
+    from .assets import MINI_CHECKPOINT, MINI_MOTION_DEFAULT, shipped
 
     if args.model:
         return load_sd_checkpoint(args.model), args.motion
     mini = shipped(MINI_CHECKPOINT)
     if mini is None:
         return build_default_model(), args.motion
-    return load_sd_checkpoint(mini), args.motion or shipped(MINI_MOTION)
+    return load_sd_checkpoint(mini), args.motion or shipped(MINI_MOTION_DEFAULT)
 
 
 def cmd_generate(args) -> dict:

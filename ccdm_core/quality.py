@@ -93,8 +93,9 @@ def _mean(rows: List[Dict[str, float]]) -> Dict[str, Optional[float]]:
     return out
 
 
-def _videos(model, motions, subject_prompt, seed, frames, steps):
-    """The still and the five clips (four arms + the scaled-linear ablation) for one prompt and seed."""
+def _videos(model, motions, primary, subject_prompt, seed, frames, steps):
+    """The still and the six clips for one prompt and seed: the four arms (b-d with the `primary` motion module)
+    and the beta ablation, arms b and c with the other module (table 3)."""
     from .pipeline import VideoSettings, generate
 
     base = VideoSettings(subject_prompt, frames=frames, width=64, height=64, steps=steps, seed=seed)
@@ -102,28 +103,37 @@ def _videos(model, motions, subject_prompt, seed, frames, steps):
                                                       cross_frame_strength=0.0)).frames[0]
     clips = {"a_base_per_frame": generate(model, None, _arm_settings(base, "a_base_per_frame")).frames}
     for arm in ("b_motion_only", "c_ccdm", "d_ccdm_anchor_first"):
-        clips[arm] = generate(model, motions["linear"], _arm_settings(base, arm)).frames
-    clips["c_ccdm_scaled_linear_module"] = generate(model, motions["scaled_linear"], base).frames
+        clips[arm] = generate(model, motions[primary], _arm_settings(base, arm)).frames
+    other = next(name for name in MODULES if name != primary)
+    for arm in ("b_motion_only", "c_ccdm"):
+        clips[f"{arm}_{other}_module"] = generate(model, motions[other], _arm_settings(base, arm)).frames
     return still, clips
 
 
+MODULES = ("linear", "scaled_linear")  # the two shipped motion modules, by training beta schedule
+
+
 def bench_quality(model, motions: Dict[str, object], classifier_path, out_dir: Path, seeds=(0, 1),
-                  frames: int = 16, steps: int = 20, prompts: int = 8) -> Dict[str, object]:
-    """Run every arm on `prompts` subjects x `seeds`; write quality.md and quality.json to out_dir."""
-    if set(motions) != {"linear", "scaled_linear"}:
+                  frames: int = 16, steps: int = 20, prompts: int = 8, primary: str = "linear") -> Dict[str, object]:
+    """Run every arm on `prompts` subjects x `seeds` (arms b-d with the `primary` module); write quality.md and
+    quality.json to out_dir."""
+    if set(motions) != set(MODULES):
         raise CCDMError("bench quality needs the linear and the scaled-linear motion modules")
+    if primary not in MODULES:
+        raise CCDMError(f"unknown primary module {primary!r}; accepted: {', '.join(MODULES)}")
     classifier, subjects, captions = load_classifier(classifier_path)
     start = time.perf_counter()
     rows: Dict[str, List[Dict[str, float]]] = {}
     for i, subject in enumerate(subjects[:prompts]):
         prompt = f"{captions[subject]}, {MOTIONS[i % len(MOTIONS)]}"
         for seed in seeds:
-            still, clips = _videos(model, motions, prompt, seed, frames, steps)
+            still, clips = _videos(model, motions, primary, prompt, seed, frames, steps)
             for arm, clip in clips.items():
                 rows.setdefault(arm, []).append(_score(clip, still, classifier, subjects, subject))
     table = {arm: _mean(r) for arm, r in rows.items()}
     result = {"bench": "quality", "model": getattr(model, "source", ""), "prompts": prompts, "seeds": list(seeds),
-              "frames": frames, "steps": steps, "arms": table,
+              "frames": frames, "steps": steps, "primary_module": primary, "arms": table,
+              "ratios": _ratios(table),
               "hardware": f"{platform.machine()} CPU, {torch.get_num_threads()} threads",
               "seconds": round(time.perf_counter() - start, 1),
               "note": "subject fidelity is a small classifier trained on the same photos, a stand-in for the "
@@ -134,6 +144,19 @@ def bench_quality(model, motions: Dict[str, object], classifier_path, out_dir: P
     return result
 
 
+def _ratios(table: Dict[str, Dict[str, float]]) -> Dict[str, float]:
+    """The issue's targets as numbers: CCDM (c) over the motion-only baseline (b), and fidelity to the base (a)."""
+    b, c, a = table["b_motion_only"], table["c_ccdm"], table["a_base_per_frame"]
+
+    def ratio(key):
+        return None if not b[key] else round(c[key] / b[key], 3)
+
+    return {"warp_error_c_over_b": ratio("warp_error"), "flicker_index_c_over_b": ratio("flicker_index"),
+            "motion_magnitude_c_over_b": ratio("motion_magnitude_pct"),
+            "ssim_c_minus_b": round(c["ssim_to_still"] - b["ssim_to_still"], 3),
+            "fidelity_a_minus_c": round(a["subject_fidelity_pct"] - c["subject_fidelity_pct"], 3)}
+
+
 def markdown_table(result: Dict[str, object]) -> str:
     keys = ["motion_magnitude_pct", "warp_error", "flicker_index", "ssim_to_still", "psnr_to_still",
             "subject_fidelity_pct"]
@@ -141,6 +164,8 @@ def markdown_table(result: Dict[str, object]) -> str:
     for arm, values in result["arms"].items():
         lines.append(f"| {arm} | " + " | ".join("-" if values[k] is None else f"{values[k]:.3f}" for k in keys) + " |")
     lines.append("")
+    ratios = ", ".join(f"{k} {v}" for k, v in result.get("ratios", {}).items())
+    lines.append(f"Arms b-d use the {result.get('primary_module', 'linear')} motion module; {ratios}.")
     lines.append(f"{result['prompts']} prompts x {len(result['seeds'])} seeds, {result['frames']} frames, "
                  f"{result['steps']} steps; {result['hardware']}; {result['seconds']} s. {result['note']}.")
     return "\n".join(lines) + "\n"

@@ -5,7 +5,8 @@ import json
 
 import torch
 
-from ccdm_core.assets import MINI_CHECKPOINT, MINI_MOTION, shipped
+from ccdm_core.assets import MINI_CHECKPOINT, MINI_MOTION, MINI_MOTION_DEFAULT, shipped
+from ccdm_core.hashing import file_sha256
 from ccdm_core.cli import main
 from ccdm_core.sd.loader import load_sd_checkpoint
 
@@ -29,8 +30,8 @@ def test_cli_defaults_to_the_shipped_model(tmp_path, capsys):
     from ccdm_core.video import read_infotext
 
     assert "Model: ccdm-mini" in read_infotext(tmp_path / "a.gif") or "Model hash" in read_infotext(tmp_path / "a.gif")
-    if shipped(MINI_MOTION):
-        assert line["motion_sha256"] is not None
+    if shipped(MINI_MOTION_DEFAULT):  # the scaled-linear module (the base model's own schedule)
+        assert line["motion_sha256"] == file_sha256(MINI_MOTION_DEFAULT) != file_sha256(MINI_MOTION)
 
 
 @torch.no_grad()

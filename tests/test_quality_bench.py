@@ -23,11 +23,20 @@ def test_every_arm_is_scored_and_written(tmp_path):
     result = bench_quality(model, {"linear": linear, "scaled_linear": scaled}, tmp_path / "cls.safetensors",
                            tmp_path / "out", seeds=(0,), frames=3, steps=1, prompts=1)
     assert set(result["arms"]) == {"a_base_per_frame", "b_motion_only", "c_ccdm", "d_ccdm_anchor_first",
-                                   "c_ccdm_scaled_linear_module"}
+                                   "b_motion_only_scaled_linear_module", "c_ccdm_scaled_linear_module"}
+    b, c = result["arms"]["b_motion_only"], result["arms"]["c_ccdm"]
+    assert result["ratios"]["warp_error_c_over_b"] == round(c["warp_error"] / b["warp_error"], 3)
     for values in result["arms"].values():
         assert 0 <= values["subject_fidelity_pct"] <= 100 and values["warp_error"] is not None
     assert "| c_ccdm |" in (tmp_path / "out" / "quality.md").read_text()
     assert json.loads((tmp_path / "out" / "quality.json").read_text())["prompts"] == 1
     assert markdown_table(result).count("\n") >= 7
+    swapped = bench_quality(model, {"linear": linear, "scaled_linear": scaled}, tmp_path / "cls.safetensors",
+                            tmp_path / "out2", seeds=(0,), frames=3, steps=1, prompts=1, primary="scaled_linear")
+    assert swapped["primary_module"] == "scaled_linear" and "c_ccdm_linear_module" in swapped["arms"]
+    assert swapped["arms"]["c_ccdm_linear_module"] == result["arms"]["c_ccdm"]  # same clips, roles swapped
+    with pytest.raises(CCDMError, match="unknown primary module"):
+        bench_quality(model, {"linear": linear, "scaled_linear": scaled}, tmp_path / "cls.safetensors",
+                      tmp_path / "out", primary="cosine")
     with pytest.raises(CCDMError, match="linear and the scaled-linear"):
         bench_quality(model, {"linear": linear}, tmp_path / "cls.safetensors", tmp_path / "out")

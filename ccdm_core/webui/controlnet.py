@@ -48,6 +48,7 @@ from ..control_hints import (ControlSpec, FrameHints, FramePlan, batch_frame_ind
 from ..errors import CCDMError
 from ..patching import MISSING, current_forward
 from .settings import CCDMSettingsError
+from .video_unet import instance_forward
 
 EXTERNAL_CODE = "scripts.external_code"
 API_NAMES = ("ControlNetUnit", "find_cn_script", "get_models", "get_modules")
@@ -360,25 +361,6 @@ class FrameTagger:
         return current_forward(self.unet, self.previous)(x, *args, **kwargs)
 
 
-@contextlib.contextmanager
-def instance_forward(unet, make) -> Iterator[Any]:
-    """`unet.forward = make(previous)` for the block; the previous instance forward (or none) put back after."""
-    previous = unet.__dict__.get("forward", MISSING)
-    wrapper = make(previous)
-    unet.__dict__["forward"] = wrapper
-    try:
-        yield wrapper
-    finally:
-        current = unet.__dict__.get("forward", MISSING)
-        if previous is MISSING:
-            unet.__dict__.pop("forward", None)
-        else:
-            unet.__dict__["forward"] = previous
-    if current is not wrapper:  # reached only when the block ended normally
-        raise RuntimeError("the UNet's forward was replaced by someone else during the CCDM ControlNet hand-off; "
-                           "restored the one that was there before")
-
-
 class FrameControl:
     """What `controlnet_frames` yields: `tag_frames()` to enter right after CCDM's `video_patches`."""
 
@@ -392,7 +374,8 @@ class FrameControl:
     def tag_frames(self):
         if not self.active:
             return contextlib.nullcontext()
-        return instance_forward(self.unet, lambda previous: FrameTagger(self.unet, previous, self.num_frames))
+        return instance_forward(self.unet, lambda previous: FrameTagger(self.unet, previous, self.num_frames),
+                                "the CCDM ControlNet hand-off")
 
 
 def _prepared_params(cn_script, state: ControlState) -> List[Tuple[int, Any]]:
@@ -497,7 +480,8 @@ def controlnet_frames(p, run, frames: Optional[Sequence[int]] = None) -> Iterato
         raise CCDMSettingsError("frames", f"frames {frames} must name frames of the clip, 0..{settings.frames - 1}")
     # 3. Our forward goes between CCDM's windows and ControlNet's; everything is put back on exit.
     try:
-        with instance_forward(unet, lambda previous: ControlFramesForward(unet, previous, groups, frames)):
+        with instance_forward(unet, lambda previous: ControlFramesForward(unet, previous, groups, frames),
+                              "the CCDM ControlNet hand-off"):
             yield FrameControl(unet, settings.frames, groups)
     finally:
         if _put_back(snapshot):

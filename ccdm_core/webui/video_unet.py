@@ -107,13 +107,12 @@ class WindowedUNetForward:
 
 
 @contextlib.contextmanager
-def windowed_unet_forward(unet: nn.Module, handle, num_frames: int, context_length: int, context_overlap: int,
-                          closed_loop: bool, frame_ctx: Optional[FrameContext] = None,
-                          keyframes: Sequence[int] = ()) -> Iterator[WindowedUNetForward]:
-    """Put a `WindowedUNetForward` on `unet.forward` for the block; restore exactly what was there."""
-    windows = plan_for(num_frames, context_length, context_overlap, closed_loop)
+def instance_forward(unet: nn.Module, make: Callable[[Any], Any], during: str) -> Iterator[Any]:
+    """`unet.forward = make(previous)` for the block (an instance attribute, as the WebUI and ControlNet set theirs);
+    the previous instance forward (or none) put back by identity after, also on errors. Someone else's forward left
+    in place at a normal end is an error naming `during`."""
     previous = unet.__dict__.get("forward", MISSING)
-    wrapper = WindowedUNetForward(unet, previous, handle, num_frames, windows, frame_ctx, keyframes)
+    wrapper = make(previous)
     unet.__dict__["forward"] = wrapper
     try:
         yield wrapper
@@ -123,9 +122,19 @@ def windowed_unet_forward(unet: nn.Module, handle, num_frames: int, context_leng
             unet.__dict__.pop("forward", None)
         else:
             unet.__dict__["forward"] = previous
-        if current is not wrapper:
-            raise RuntimeError("the UNet's forward was replaced by someone else during the CCDM run; restored the "
-                               "one that was there before the run")
+    if current is not wrapper:  # reached only when the block ended normally
+        raise RuntimeError(f"the UNet's forward was replaced by someone else during {during}; restored the one "
+                           "that was there before")
+
+
+def windowed_unet_forward(unet: nn.Module, handle, num_frames: int, context_length: int, context_overlap: int,
+                          closed_loop: bool, frame_ctx: Optional[FrameContext] = None,
+                          keyframes: Sequence[int] = ()):
+    """Put a `WindowedUNetForward` on `unet.forward` for the block; restore exactly what was there."""
+    windows = plan_for(num_frames, context_length, context_overlap, closed_loop)
+    return instance_forward(
+        unet, lambda previous: WindowedUNetForward(unet, previous, handle, num_frames, windows, frame_ctx, keyframes),
+        "the CCDM run")
 
 
 def plan_for(num_frames: int, context_length: int, context_overlap: int, closed_loop: bool) -> List[Window]:
@@ -134,5 +143,5 @@ def plan_for(num_frames: int, context_length: int, context_overlap: int, closed_
     return plan_windows(num_frames, length, min(context_overlap, length - 1), closed_loop)
 
 
-__all__ = ["count_videos", "windowed_forward", "WindowedUNetForward", "windowed_unet_forward",
+__all__ = ["count_videos", "instance_forward", "windowed_forward", "WindowedUNetForward", "windowed_unet_forward",
            "plan_for"]
