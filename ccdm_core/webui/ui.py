@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import gradio as gr
 
@@ -153,27 +153,26 @@ def pasted_module(params: Dict[str, str]):
     return gr.update(choices=fresh, value=match[0]) if match else gr.update()
 
 
-def _pasted_context(index: int):
+def _pasted_part(key: str, parse: Callable[[str], Any], part: Any):
+    """Reader of one part of the infotext entry `key` (absent or unreadable: the control is left as it is)."""
     def read(params: Dict[str, str]):
-        if KEY_CONTEXT not in params:
+        if key not in params:
             return gr.update()
         try:
-            return parse_context(params[KEY_CONTEXT])[index]
+            return parse(params[key])[part]
         except CCDMSettingsError:
             return gr.update()
     return read
+
+
+def _pasted_context(index: int):
+    """Reader of `CCDM context: 16/4/loop` for its length (0), overlap (1) or closed loop (2)."""
+    return _pasted_part(KEY_CONTEXT, parse_context, index)
 
 
 def pasted_fusion(field: str):
     """Reader of `CCDM fusion: 0.5/0.5/temporal` for one of its fields (absent: the control is left as it is)."""
-    def read(params: Dict[str, str]):
-        if KEY_FUSION not in params:
-            return gr.update()
-        try:
-            return parse_fusion(params[KEY_FUSION])[field]
-        except CCDMSettingsError:
-            return gr.update()
-    return read
+    return _pasted_part(KEY_FUSION, parse_fusion, field)
 
 
 def pasted_anchor_first(params: Dict[str, str]):
