@@ -11,7 +11,7 @@ GRADIO3_STAMP := $(GRADIO3)/.ccdm-installed
 # The keyframe timeline's browser test drives Debian's chromium with Playwright (its own browser download fails).
 CHROMIUM_STAMP := $(VENV)/.ccdm-chromium
 
-.PHONY: demo test test-webui bench clean-venv
+.PHONY: demo test test-webui bench clean-venv mini-weights
 
 $(STAMP): pyproject.toml requirements-dev.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,26 @@ test: $(STAMP) $(GRADIO3_STAMP) $(CHROMIUM_STAMP)
 
 test-webui: $(STAMP)
 	$(PY) -m pytest -q -m webui
+
+# Retrains every shipped ccdm-mini file from scratch, one torch thread per stage (about 110 minutes on 2 CPU cores),
+# then checks the bytes against the shipped SHA256SUMS. The folder names below are recorded in the motion modules'
+# metadata, so they are part of the recipe. ccdm_core/assets/ccdm-mini/MODEL_CARD.md explains each stage.
+MINI_OUT ?= build/mini-weights
+MOTION_FIT := --steps 3500 --batch-size 1 --frames 16 --stride 1 --size 64 --lr 2e-4 --warmup 100 --cache-latents \
+	--workers 0 --validate-every 0 --save-every 500 --seed 0 --max-frames 24 --quiet
+mini-weights: $(STAMP)
+	mkdir -p $(MINI_OUT)
+	cd $(MINI_OUT) && $(abspath $(PY)) -m train.mini vae --out mini --threads 1
+	cd $(MINI_OUT) && $(abspath $(PY)) -m train.mini base --out mini --threads 1 --steps 3500
+	cd $(MINI_OUT) && $(abspath $(PY)) -m train.mini classifier --out mini/cls --threads 1
+	cd $(MINI_OUT) && $(abspath $(PY)) -m train.mini clips --out clips
+	cd $(MINI_OUT) && for betas in linear scaled_linear; do \
+		OMP_NUM_THREADS=1 $(abspath $(PY)) -m train fit --base mini/ccdm-mini.safetensors --data clips \
+			--out run-$$betas --beta-schedule $$betas $(MOTION_FIT) && \
+		$(abspath $(PY)) -m train export run-$$betas --out mm-$$betas.safetensors || exit 1; done
+	cd $(MINI_OUT) && $(abspath $(PY)) -m train.mini ship --run mini --linear mm-linear.safetensors \
+		--scaled-linear mm-scaled_linear.safetensors --classifier mini/cls/subject-classifier.safetensors --out shipped
+	cd $(MINI_OUT)/shipped && sha256sum -c $(abspath ccdm_core/assets/ccdm-mini/SHA256SUMS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,8 +1,11 @@
 """Reading and atomically writing tensor files: safetensors, or pickles through torch.load(weights_only=True)."""
 from __future__ import annotations
 
+import json
 import os
 import pickle
+import struct
+import sys
 import tempfile
 from pathlib import Path
 from typing import Dict, Optional, Tuple
@@ -77,18 +80,56 @@ def _umask() -> int:
     return mask
 
 
+# safetensors dtype names; the writer below lays tensors out by falling item size so every offset stays aligned.
+SAFETENSORS_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+                      torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
+                      torch.uint8: "U8", torch.bool: "BOOL"}
+
+
+def safetensors_bytes(tensors: Dict[str, torch.Tensor], metadata: Optional[Dict[str, str]] = None):
+    """The header bytes and the tensors' bytes (uint8 views) of a safetensors file, in one canonical order.
+
+    The `safetensors` package writes metadata in a different order in every process, so the same weights would
+    get a different file hash each time. Here metadata keys are sorted and tensors are ordered by (falling item
+    size, name): the same tensors and metadata always give the same bytes (little-endian, as the format says).
+    """
+    if sys.byteorder != "little":
+        raise CCDMError("writing safetensors needs a little-endian machine")
+    for key, value in (metadata or {}).items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise CCDMError(f"safetensors metadata must map strings to strings, got {key!r}: {value!r}")
+    unknown = sorted({str(t.dtype) for t in tensors.values() if t.dtype not in SAFETENSORS_DTYPES})
+    if unknown:
+        raise CCDMError(f"cannot write {', '.join(unknown)} to safetensors; accepted: "
+                        f"{', '.join(str(d) for d in SAFETENSORS_DTYPES)}")
+    names = sorted(tensors, key=lambda k: (-tensors[k].element_size(), k))
+    header, buffers, offset = {}, [], 0
+    if metadata:
+        header["__metadata__"] = dict(sorted(metadata.items()))
+    for name in names:
+        tensor = tensors[name].detach().contiguous().cpu()
+        data = tensor.reshape(-1).view(torch.uint8) if tensor.numel() else torch.empty(0, dtype=torch.uint8)
+        header[name] = {"dtype": SAFETENSORS_DTYPES[tensor.dtype], "shape": list(tensor.shape),
+                        "data_offsets": [offset, offset + data.numel()]}
+        buffers.append(data)
+        offset += data.numel()
+    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text, buffers
+
+
 def write_safetensors(tensors: Dict[str, torch.Tensor], path: str | os.PathLike,
                       metadata: Optional[Dict[str, str]] = None) -> Path:
-    """Write safetensors atomically (temporary file in the same folder, then rename)."""
-    from safetensors.torch import save_file
-
+    """Write safetensors atomically (temporary file in the same folder, then rename); same input, same bytes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    head, buffers = safetensors_bytes(tensors, metadata)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=str(path.parent))
-    os.close(fd)
     try:
-        save_file(tensors, tmp, metadata=metadata)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(head)
+            for data in buffers:  # uint8 views of the tensors: written without a second copy
+                fh.write(data.numpy().data)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:

@@ -173,11 +173,11 @@ def test_non_tensor_files_and_failed_saves_leave_nothing(tmp_path, tiny_unet, mo
     target = tmp_path / "out" / "m.safetensors"
     save_motion_module(module, target)
     before = target.read_bytes()
-    import safetensors.torch
+    import ccdm_core.tensorfile
 
-    def broken(*args, **kwargs):
+    def broken(*args, **kwargs):  # the temporary file is written, then moving it into place fails
         raise OSError("disk full")
-    monkeypatch.setattr(safetensors.torch, "save_file", broken)
+    monkeypatch.setattr(ccdm_core.tensorfile.os, "replace", broken)
     with pytest.raises(OSError, match="disk full"):
         save_motion_module(randomize_(module), target)
     assert target.read_bytes() == before and sorted(p.name for p in target.parent.iterdir()) == ["m.safetensors"]

@@ -1,4 +1,8 @@
-"""`python -m train.mini vae|base|classifier|clips --out DIR [--steps N] [--seed S]`: train one ccdm-mini stage."""
+"""`python -m train.mini vae|base|classifier|clips --out DIR [--steps N] [--seed S]`: train one ccdm-mini stage.
+
+`python -m train.mini ship --run RUN --linear L --scaled-linear S --classifier C --out DIR` writes the shipped
+files from the stages' outputs (see train/mini/ship.py).
+"""
 from __future__ import annotations
 
 import argparse
@@ -11,12 +15,19 @@ import torch
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.mini", description=__doc__)
-    parser.add_argument("stage", choices=["vae", "base", "classifier", "clips"])
+    parser.add_argument("stage", choices=["vae", "base", "classifier", "clips", "ship"])
     parser.add_argument("--out", required=True, help="folder for the stage's files (the base stage reads vae)")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    ship_args = parser.add_argument_group("ship", "inputs of the ship stage")
+    ship_args.add_argument("--run", help="the base stage's folder (ccdm-mini.safetensors, its yaml and .clip folder)")
+    ship_args.add_argument("--linear", help="motion module exported from the linear-betas run")
+    ship_args.add_argument("--scaled-linear", help="motion module exported from the scaled-linear run")
+    ship_args.add_argument("--classifier", help="subject-classifier.safetensors from the classifier stage")
     args = parser.parse_args(argv)
+    if args.stage == "ship":
+        return _ship(parser, args)
     from .classifier import train_classifier
     from .stages import train_base, train_vae, write_stats
 
@@ -33,6 +44,25 @@ def main(argv=None) -> int:
     stats = stage(out, **kwargs)
     write_stats(out, stats)
     print(json.dumps(stats))
+    return 0
+
+
+def _ship(parser: argparse.ArgumentParser, args) -> int:
+    from ccdm_core.errors import CCDMError
+
+    from .ship import ship
+
+    missing = [f"--{name.replace('_', '-')}" for name in ("run", "linear", "scaled_linear", "classifier")
+               if not getattr(args, name)]
+    if missing:
+        parser.error(f"ship needs {', '.join(missing)}")
+    try:
+        sums = ship(Path(args.run), {"linear": Path(args.linear), "scaled_linear": Path(args.scaled_linear)},
+                    Path(args.classifier), Path(args.out))
+    except CCDMError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(sums, indent=2))
     return 0
 
 
