@@ -12,6 +12,8 @@ from .errors import CCDMError
 
 
 def _generate_parser(sub) -> None:
+    from .camera import CAMERA_CHOICES
+
     p = sub.add_parser("generate", help="text to video with an SD1.x checkpoint and a motion module")
     p.add_argument("--prompt", required=True)
     p.add_argument("--negative", default="")
@@ -39,6 +41,9 @@ def _generate_parser(sub) -> None:
     p.add_argument("--fusion-mode", default="temporal", choices=["uniform", "temporal", "keyframe"])
     p.add_argument("--anchor-first", action="store_true",
                    help="render frame 0 with the plain text-to-image model first, then animate from it")
+    p.add_argument("--camera", default="auto", choices=CAMERA_CHOICES,
+                   help="camera-move guidance: auto follows the move the prompt names (\"camera zooms in\"); none is off")
+    p.add_argument("--camera-strength", type=float, default=1.0, help="camera-move guidance, 0..1 (0 = off)")
     p.add_argument("--out", required=True)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -144,7 +149,8 @@ def cmd_generate(args) -> dict:
         width=args.width or size, height=args.height or size, steps=args.steps, cfg_scale=args.cfg, seed=args.seed,
         sampler=args.sampler, context_length=args.context_length, context_overlap=args.context_overlap,
         closed_loop=args.closed_loop, fusion_strength=args.fusion_strength,
-        cross_frame_strength=args.cross_frame_strength, fusion_mode=args.fusion_mode, anchor_first=args.anchor_first)
+        cross_frame_strength=args.cross_frame_strength, fusion_mode=args.fusion_mode, anchor_first=args.anchor_first,
+        camera=args.camera, camera_strength=args.camera_strength)
     keyframes = _keyframes(args)
     model, motion_path = _default_model(args, load_sd_checkpoint, build_default_model)
     motion = load_motion_module(motion_path) if motion_path else None

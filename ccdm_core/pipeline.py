@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from einops import rearrange
 
+from .camera import camera_infotext, resolve_camera
 from .cross_frame import FrameContext, cross_frame_attention, window_anchors
 from .errors import CCDMError
 from .feedback import FeedbackDenoiser
@@ -56,6 +57,8 @@ class VideoSettings:
     cross_frame_strength: float = 0.5  # cross-frame attention; 0 = off
     fusion_mode: str = "temporal"  # uniform (eq. 11 as printed) | temporal | keyframe
     anchor_first: bool = False  # render frame 0 with the plain text-to-image model first, then animate from it
+    camera: str = "auto"  # camera-move guidance: auto (the move the prompt names) | none | zoom-in, pan-left, ...
+    camera_strength: float = 1.0  # how strongly frames follow frame 0 along the camera path, 0..1 (0 = off)
 
     def __post_init__(self):
         if not isinstance(self.prompt, str) or not isinstance(self.negative_prompt, str):
@@ -75,10 +78,17 @@ class VideoSettings:
         _check_range("context_length", self.context_length, 1, MAX_FRAMES)
         _check_range("context_overlap", self.context_overlap, 0, self.context_length - 1)
         self.fusion()  # validates strengths and mode
+        _check_range("camera_strength", self.camera_strength, 0, 1, float)
+        self.camera_move()  # validates the choice
 
     def fusion(self) -> FusionSettings:
         return FusionSettings(strength=self.fusion_strength, mode=self.fusion_mode,
                               cross_frame_strength=self.cross_frame_strength)
+
+    def camera_move(self) -> Optional[str]:
+        """The camera move this run follows (None: off, or no move named in the prompt under `auto`)."""
+        move = resolve_camera(self.camera, self.prompt)
+        return move if self.camera_strength > 0 and self.frames > 1 else None
 
     def context_label(self) -> str:
         loop = "/loop" if self.closed_loop else ""
@@ -197,7 +207,8 @@ def sample_latents(model, motion: Optional[MotionModule], settings: VideoSetting
         # 3. Frame feedback: keyframe guidance and fusion on the whole clip; the sampler continues from it.
         fusion_module = PatchFusion.from_extras(motion.extras) if motion is not None else None
         feedback = FeedbackDenoiser(windowed, sigmas, fusion, key_latents,
-                                    {kf.frame: kf.strength for kf in keyframes}, fusion_module)
+                                    {kf.frame: kf.strength for kf in keyframes}, fusion_module,
+                                    camera=settings.camera_move(), camera_strength=settings.camera_strength)
         bar, report = _progress(settings.steps, progress, callback)
         with bar:
             sampler = get_sampler(settings.sampler)
@@ -246,6 +257,7 @@ def build_video_infotext(settings: VideoSettings, seed: int, model, motion, moti
         "CCDM context": settings.context_label(),
         "CCDM fusion": f"{settings.fusion_strength:g}/{settings.cross_frame_strength:g}/{settings.fusion_mode}",
         "CCDM anchor first": "true" if settings.anchor_first else None,
+        **camera_infotext(settings.camera_move(), settings.camera_strength),
         "CCDM keyframes": format_value_schedule({kf.frame: kf.strength for kf in keyframes if kf.image is not None})
         or None,
     }

@@ -98,7 +98,8 @@ def _videos(model, motions, primary, subject_prompt, seed, frames, steps):
     and the beta ablation, arms b and c with the other module (table 3)."""
     from .pipeline import VideoSettings, generate
 
-    base = VideoSettings(subject_prompt, frames=frames, width=64, height=64, steps=steps, seed=seed)
+    # camera-move guidance (camera.py) is not one of the arms: it is off in all of them
+    base = VideoSettings(subject_prompt, frames=frames, width=64, height=64, steps=steps, seed=seed, camera="none")
     still = generate(model, None, dataclasses.replace(base, frames=1, fusion_strength=0.0,
                                                       cross_frame_strength=0.0)).frames[0]
     clips = {"a_base_per_frame": generate(model, None, _arm_settings(base, "a_base_per_frame")).frames}

@@ -40,3 +40,25 @@ def test_every_arm_is_scored_and_written(tmp_path):
                       tmp_path / "out", primary="cosine")
     with pytest.raises(CCDMError, match="linear and the scaled-linear"):
         bench_quality(model, {"linear": linear}, tmp_path / "cls.safetensors", tmp_path / "out")
+
+
+def test_fusion_sweep_uses_held_out_subjects_and_compares_to_motion_only(tmp_path, monkeypatch):
+    from train.mini import fusion_sweep
+
+    monkeypatch.setattr(fusion_sweep, "GRID", {"fusion_strength": (0.0, 1.0), "cross_frame_strength": (0.0,),
+                                               "end_fraction": (1.0,)})
+    monkeypatch.setattr(fusion_sweep, "HELD_OUT_SEEDS", (0,))
+    model = build_default_model()
+    names = [f"s{i}" for i in range(9)]  # the benchmark takes the first 8 subjects; the sweep only the rest
+    classifier = SubjectClassifier(classes=len(names))
+    write_safetensors(classifier.state_dict(), tmp_path / "cls.safetensors",
+                      {"ccdm.subjects": ",".join(names), "ccdm.captions": json.dumps({n: f"a {n}" for n in names})})
+    result = fusion_sweep.sweep(model, new_motion_module(model.unet, max_frames=8), tmp_path / "cls.safetensors",
+                                tmp_path / "out", frames=3, steps=2)
+    assert result["subjects"] == ["s8"]
+    off, on = result["ratios"]["fusion 0, cross-frame 0, end 1"], result["ratios"]["fusion 1, cross-frame 0, end 1"]
+    assert off["warp_error_over_b"] == 1.0 and off["ssim_minus_b"] == 0.0  # fusion off is the motion-only arm
+    assert result["arms"]["fusion 1, cross-frame 0, end 1"] != result["arms"]["b_motion_only"]
+    assert on["fidelity_a_minus_this"] == (result["arms"]["a_base_per_frame"]["subject_fidelity_pct"]
+                                           - result["arms"]["fusion 1, cross-frame 0, end 1"]["subject_fidelity_pct"])
+    assert (tmp_path / "out" / "fusion_sweep.md").read_text().count("\n") == 4

@@ -22,7 +22,7 @@ def validation_settings(cfg: TrainConfig, prompt: str, max_frames: int) -> Video
     frames = min(cfg.frames, max_frames)
     return VideoSettings(prompt=prompt, frames=frames, fps=VALIDATION_FPS, width=cfg.size, height=cfg.size,
                          steps=cfg.validation_steps, seed=cfg.seed, sampler="ddim", context_length=frames,
-                         context_overlap=min(4, frames - 1))
+                         context_overlap=min(4, frames - 1), camera="none")  # what the module learned, unguided
 
 
 def write_validation_clip(model: SDModel, trainables: Trainables, cfg: TrainConfig, prompt: str, step: int,

@@ -1,7 +1,8 @@
 """`python -m train.mini vae|base|classifier|clips --out DIR [--steps N] [--seed S]`: train one ccdm-mini stage.
 
 `python -m train.mini ship --run RUN --linear L --scaled-linear S --classifier C --out DIR` writes the shipped
-files from the stages' outputs (see train/mini/ship.py).
+files from the stages' outputs (see train/mini/ship.py). `python -m train.mini sweep --out DIR` measures fusion
+settings on held-out prompts with the shipped model (see train/mini/fusion_sweep.py).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import torch
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.mini", description=__doc__)
-    parser.add_argument("stage", choices=["vae", "base", "classifier", "clips", "ship"])
+    parser.add_argument("stage", choices=["vae", "base", "classifier", "clips", "ship", "sweep"])
     parser.add_argument("--out", required=True, help="folder for the stage's files (the base stage reads vae)")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
@@ -28,6 +29,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.stage == "ship":
         return _ship(parser, args)
+    if args.stage == "sweep":
+        return _sweep(args)
     from .classifier import train_classifier
     from .stages import train_base, train_vae, write_stats
 
@@ -44,6 +47,22 @@ def main(argv=None) -> int:
     stats = stage(out, **kwargs)
     write_stats(out, stats)
     print(json.dumps(stats))
+    return 0
+
+
+def _sweep(args) -> int:
+    from ccdm_core.assets import MINI_CHECKPOINT, MINI_MOTION_DEFAULT
+    from ccdm_core.motion_io import load_motion_module
+    from ccdm_core.sd.loader import load_sd_checkpoint
+
+    from .fusion_sweep import sweep
+
+    torch.set_num_threads(args.threads)
+    classifier = Path(MINI_CHECKPOINT).parent / "subject-classifier.safetensors"
+    result = sweep(load_sd_checkpoint(MINI_CHECKPOINT), load_motion_module(MINI_MOTION_DEFAULT), classifier,
+                   Path(args.out))
+    print((Path(args.out) / "fusion_sweep.md").read_text())
+    print(json.dumps({"seconds": result["seconds"]}))
     return 0
 
 
