@@ -1,22 +1,42 @@
-"""Frame feedback: the denoiser the samplers see returns the keyframe-guided, fused clean-latent prediction."""
+"""Frame feedback: the denoiser the samplers see returns the keyframe-guided, fused clean-latent prediction.
+
+`guide_clip` is one step of it on `b c f h w`; the standalone `FeedbackDenoiser` and the WebUI's after-CFG
+callback (webui/guidance.py) both call it.
+"""
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, Optional
 
 import torch
 
-from . import camera as camera_guidance
+from .camera import CAMERA_END, apply_camera
 from .fusion import FusionSettings, PatchFusion, fuse_prediction, step_strength
 from .keyframes import apply_keyframes, keyframe_decay
 
 
-class FeedbackDenoiser:
-    """Wraps `denoiser(x, sigma, **extra)`; every sampler then continues from the fused prediction.
+def guide_clip(denoised: torch.Tensor, step: int, total: int, fusion: FusionSettings,
+               key_latents: Dict[int, torch.Tensor], key_strengths: Dict[int, float],
+               module: Optional[PatchFusion] = None, keyframe_end: float = 0.6, camera: Optional[str] = None,
+               camera_strength: float = 0.0) -> torch.Tensor:
+    """One step on the clean-latent prediction `b c f h w` (`total` sampling steps).
 
-    Keyframes are blended in before fusion (so they act as anchors for their neighbours) and again after it (so
-    fusion does not wash them out); then frames are pulled along the camera move (camera.py), then fused. All
-    weights fall over sampling.
+    Keyframes are blended in first (so they act as anchors for their neighbours), frames are pulled along the
+    camera move (camera.py), then fused, then keyframes are blended in again (so fusion does not wash them out).
+    Every weight falls over sampling.
     """
+    keyframes = sorted(key_latents)
+    key_weight = keyframe_decay(step, total, keyframe_end)
+    denoised = apply_keyframes(denoised, key_latents, key_strengths, key_weight)
+    denoised = apply_camera(denoised, camera, camera_strength * keyframe_decay(step, total, CAMERA_END), keyframes)
+    weight = step_strength(fusion, step, total)
+    if weight <= 0:
+        return denoised
+    fused = fuse_prediction(denoised, weight, fusion, keyframes or [0], keyframes, module)
+    return apply_keyframes(fused, key_latents, key_strengths, key_weight)
+
+
+class FeedbackDenoiser:
+    """Wraps `denoiser(x, sigma, **extra)`; every sampler then continues from `guide_clip`'s prediction."""
 
     def __init__(self, denoiser: Callable, sigmas: torch.Tensor, fusion: FusionSettings,
                  key_latents: Optional[Dict[int, torch.Tensor]] = None, key_strengths: Optional[Dict[int, float]] = None,
@@ -28,7 +48,6 @@ class FeedbackDenoiser:
         self.fusion = fusion
         self.key_latents = dict(key_latents or {})
         self.key_strengths = dict(key_strengths or {})
-        self.keyframes: Sequence[int] = sorted(self.key_latents)
         self.module = module
         self.keyframe_end = keyframe_end
         self.camera, self.camera_strength = camera, camera_strength
@@ -40,14 +59,5 @@ class FeedbackDenoiser:
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **extra) -> torch.Tensor:
         denoised = self.denoiser(x, sigma, **extra)
-        step = self.step_of(sigma)
-        key_weight = keyframe_decay(step, self.total, self.keyframe_end)
-        denoised = apply_keyframes(denoised, self.key_latents, self.key_strengths, key_weight)
-        camera_weight = self.camera_strength * keyframe_decay(step, self.total, camera_guidance.CAMERA_END)
-        denoised = camera_guidance.apply_camera(denoised, self.camera, camera_weight, self.keyframes)
-        weight = step_strength(self.fusion, step, self.total)
-        if weight <= 0:
-            return denoised
-        anchors = self.keyframes or [0]
-        fused = fuse_prediction(denoised, weight, self.fusion, anchors, self.keyframes, self.module)
-        return apply_keyframes(fused, self.key_latents, self.key_strengths, key_weight)
+        return guide_clip(denoised, self.step_of(sigma), self.total, self.fusion, self.key_latents,
+                          self.key_strengths, self.module, self.keyframe_end, self.camera, self.camera_strength)

@@ -20,8 +20,9 @@ from einops import rearrange
 from torch.nn import functional as F
 
 from ..errors import CCDMError
-from ..fusion import FusionSettings, PatchFusion, fuse_prediction, step_strength
-from ..keyframes import Keyframe, apply_keyframes, encode_keyframes, keyframe_decay, prompt_schedule_weights
+from ..feedback import guide_clip
+from ..fusion import FusionSettings, PatchFusion
+from ..keyframes import Keyframe, encode_keyframes, prompt_schedule_weights
 from .settings import CCDMSettings, CCDMSettingsError
 
 _CURRENT: List["Sampling"] = []  # the run now sampling (at most one)
@@ -88,15 +89,8 @@ def build_guidance(settings: CCDMSettings, vae_encode: Callable[[torch.Tensor], 
 
 
 def guide_video(denoised: torch.Tensor, step: int, total: int, g: Guidance) -> torch.Tensor:
-    """FeedbackDenoiser's steps on `b c f h w`: keyframes, fusion, keyframes again (weights fall over sampling)."""
-    key_weight = keyframe_decay(step, total, g.keyframe_end)
-    denoised = apply_keyframes(denoised, g.key_latents, g.key_strengths, key_weight)
-    weight = step_strength(g.fusion, step, total)
-    if weight <= 0:
-        return denoised
-    anchors = g.keyframes or [0]
-    fused = fuse_prediction(denoised, weight, g.fusion, anchors, g.keyframes, g.module)
-    return apply_keyframes(fused, g.key_latents, g.key_strengths, key_weight)
+    """The standalone engine's frame-feedback step (`guide_clip`) on one video `b c f h w`."""
+    return guide_clip(denoised, step, total, g.fusion, g.key_latents, g.key_strengths, g.module, g.keyframe_end)
 
 
 def guide_denoised(x: torch.Tensor, step: int, total: int, g: Guidance) -> torch.Tensor:
