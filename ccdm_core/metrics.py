@@ -192,6 +192,27 @@ def flicker_index(frames, flows: Optional[FlowFields] = None) -> float:
     return _mean_or_nan(pair_metrics(frames, flows).flicker)
 
 
+CAMERA_AXES = ("pan", "tilt", "zoom", "rotate")
+
+
+def camera_flow(frames, axis: str, flows: Optional[FlowFields] = None) -> float:
+    """Mean optical flow (pixels per frame) along a camera move's axis: +x for pans, +y (down) for tilts, outward
+    from the centre for zooms, tangential (positive clockwise on screen) for rotations."""
+    if axis not in CAMERA_AXES:
+        raise CCDMError(f"unknown camera axis {axis!r}; accepted: {', '.join(CAMERA_AXES)}")
+    frames = check_frames(frames)
+    if len(frames) < 2:
+        return 0.0
+    forward = _check_flows(flows, frames, False).forward if flows is not None else flow_fields(frames, False).forward
+    h, w = forward.shape[1:3]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    dx, dy = xx - (w - 1) / 2, yy - (h - 1) / 2
+    r = np.sqrt(dx ** 2 + dy ** 2) + 1e-6
+    fx, fy = forward[..., 0], forward[..., 1]
+    along = {"pan": fx, "tilt": fy, "zoom": (fx * dx + fy * dy) / r, "rotate": (fy * dx - fx * dy) / r}[axis]
+    return float(along.mean())
+
+
 # ---------------------------------------------------------------- reference metrics (table 2)
 
 

@@ -8,7 +8,7 @@ import torch
 
 from ccdm_core import CCDMError
 from ccdm_core.camera import (MOVES, apply_camera, camera_move_in, camera_targets, camera_theta, resolve_camera)
-from ccdm_core.metrics import flow_fields
+from ccdm_core.metrics import camera_flow
 from ccdm_core.pipeline import VideoSettings, generate
 from ccdm_core.sd.loader import build_default_model
 from train.mini.clips import make_clip
@@ -35,18 +35,6 @@ def test_camera_choices():
         resolve_camera("sideways", "a cat")
 
 
-def _flow_along(frames: np.ndarray, move: str) -> float:
-    """Mean flow along the move's axis: x for pans, y for tilts, outward for zooms, tangential for rotations."""
-    fw = flow_fields(frames, backward=False).forward
-    h, w = fw.shape[1:3]
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    dx, dy = xx - (w - 1) / 2, yy - (h - 1) / 2
-    r = np.sqrt(dx ** 2 + dy ** 2) + 1e-6
-    fx, fy = fw[..., 0], fw[..., 1]
-    return float({"pan": fx, "tilt": fy, "zoom": (fx * dx + fy * dy) / r,
-                  "rotate": (-fx * dy + fy * dx) / r}[move.split()[0]].mean())
-
-
 @pytest.mark.parametrize("move", MOVES)
 def test_the_warp_moves_content_as_the_training_clips_do(move):
     """Frame 0 warped along the path moves the same way, and about as far, as the clip maker's camera."""
@@ -58,9 +46,16 @@ def test_the_warp_moves_content_as_the_training_clips_do(move):
     verb, direction = move.split()
     caption = f"camera {verb}s {direction}"
     truth = make_clip("flower", caption, 16, 64, np.random.default_rng(5))
-    ours, theirs = _flow_along(warped, move), _flow_along(truth, move)
+    axis = move.split()[0]
+    ours, theirs = camera_flow(warped, axis), camera_flow(truth, axis)
     assert np.sign(ours) == np.sign(theirs) and abs(ours) > 0.2
     assert 0.5 < ours / theirs < 2
+
+
+def test_camera_flow_names_its_axes():
+    with pytest.raises(CCDMError, match="unknown camera axis 'spin'; accepted: pan, tilt, zoom, rotate"):
+        camera_flow(np.zeros((2, 16, 16, 3), np.uint8), "spin")
+    assert camera_flow(np.zeros((1, 16, 16, 3), np.uint8), "pan") == 0.0
 
 
 def test_progress_zero_is_the_identity():
@@ -108,3 +103,28 @@ def test_pipeline_follows_the_prompted_move_and_off_means_off(model):
 def test_bad_camera_settings_are_refused(kw, words):
     with pytest.raises(CCDMError, match=words):
         _settings(**kw)
+
+
+def test_camera_check_counts_clips_that_follow_the_move(tmp_path):
+    """The check's bookkeeping on a tiny random model: both arms per clip, signs against the clip maker's."""
+    import json as _json
+
+    from ccdm_core import new_motion_module
+    from ccdm_core.quality import SubjectClassifier
+    from ccdm_core.tensorfile import write_safetensors
+    from train.mini import camera_check as check
+
+    model = build_default_model()
+    names = ["flower", "temple"]
+    write_safetensors(SubjectClassifier(classes=2).state_dict(), tmp_path / "cls.safetensors",
+                      {"ccdm.subjects": ",".join(names), "ccdm.captions": _json.dumps({n: n for n in names})})
+    result = check.camera_check(model, new_motion_module(model.unet, max_frames=8), tmp_path / "cls.safetensors",
+                                tmp_path / "out", moves=("pan left", "zoom out"), subjects=("flower",), seeds=(0,),
+                                frames=3, steps=2)
+    assert [(r["move"], r["camera"]) for r in result["rows"]] == [
+        ("pan left", "none"), ("pan left", "auto"), ("zoom out", "none"), ("zoom out", "auto")]
+    for row in result["rows"]:
+        assert row["follows"] == (np.sign(row["flow_along_axis"]) == check.truth_sign(row["move"]))
+    assert check.truth_sign("pan left") == 1.0 and check.truth_sign("zoom out") == -1.0
+    assert result["summary"]["pan left"]["auto"]["clips"] == 1
+    assert "| all |" in (tmp_path / "out" / "camera_check.md").read_text()

@@ -523,7 +523,7 @@ def test_anchor_first_setting_by_name_in_the_api_and_the_infotext():
     with pytest.raises(CCDMSettingsError) as info:
         Txt2VidRequest.from_dict({"prompt": "a cat", "anchor_first": "yes"})
     assert info.value.detail == "anchor_first: must be true or false, got 'yes'"
-    on = CCDMSettings(enabled=True, motion_module="mm [0123456789]", anchor_first=True)
+    on = CCDMSettings(enabled=True, motion_module="mm [0123456789]", anchor_first=True, camera="none")
     text = build_infotext("a cat", "", {"Steps": 20, **on.infotext_params(on.motion_module)})
     assert "CCDM anchor first: true" in text
     assert settings_from_infotext(parse_infotext(text)[2]) == on

@@ -105,12 +105,27 @@ def test_script_via_txt2img_api_makes_video_frames(module_name):
 
 @pytest.mark.parametrize("settings,field", [({"enabled": True, "motion_module": "no-such-module"}, "motion_module"),
                                             ({"enabled": True, "frames": 0}, "frames"),
-                                            ({"enabled": True, "colour": "red"}, "colour")])
+                                            ({"enabled": True, "colour": "red"}, "colour"),
+                                            ({"enabled": True, "camera": "sideways"}, "camera"),
+                                            ({"enabled": True, "camera_strength": 2}, "camera_strength")])
 def test_bad_settings_get_422_naming_the_field(module_name, settings, field):
     status, body = txt2img(alwayson_scripts={"CCDM": {"args": [settings]}})
     assert status == 422 and field in json.dumps(body)
     status, body = call("/ccdm/v1/txt2vid", {"prompt": "x", **{k: v for k, v in settings.items() if k != "enabled"}})
     assert status == 422 and field in json.dumps(body)
+
+
+def test_camera_move_by_name_in_the_script_args_and_the_route(module_name):
+    settings = {"enabled": True, "motion_module": module_name, "frames": 4, "context_length": 4, "formats": ["gif"],
+                "camera": "zoom-in", "camera_strength": 0.5}
+    status, body = txt2img(batch_size=1, alwayson_scripts={"CCDM": {"args": [settings]}})
+    assert status == 200, body
+    assert json.loads(body["info"])["extra_generation_params"]["CCDM camera"] == "zoom in 0.5"
+    status, result = call("/ccdm/v1/txt2vid", {"prompt": "a red ball on grass, camera pans left", "steps": STEPS,
+                                               "width": SIZE, "height": SIZE, "frames": 4, "context_length": 4,
+                                               "motion_module": module_name, "formats": ["gif"]})
+    assert status == 200, result
+    assert "CCDM camera: pan left 1" in result["info"]  # camera auto: the move the prompt names
 
 
 def test_disabled_and_after_runs_txt2img_is_bit_identical(module_name):

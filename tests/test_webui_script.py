@@ -165,6 +165,8 @@ def test_batched_and_split_cfg_give_the_same_run(webui):
                                             (enabled(context_length=12, frames=12), "context_length"),
                                             ({"enabled": True, "frames": 0}, "frames"),
                                             ({"enabled": True, "colour": "red"}, "colour"),
+                                            (enabled(camera="sideways"), "camera"),
+                                            (enabled(camera_strength=1.5), "camera_strength"),
                                             ([True, "x"], "settings")])
 def test_bad_input_fails_from_sample_with_the_field_and_touches_nothing(webui, settings, field):
     snap = snapshot(webui.sd_model)
@@ -334,3 +336,51 @@ def test_timestep_samplers_get_guidance_on_the_clean_latent_their_noise_predicti
     x0 = eps_to_x0(x.double(), p.seen["unet_out"].double(), alpha).float()
     guided = guide_denoised(x0, 0, 4, p._ccdm_run.guidance)
     assert torch.allclose(eps_to_x0(x.double(), p.seen["out"].double(), alpha).float(), guided, atol=1e-5)
+
+
+# ---------------------------------------------------------------- camera-move guidance
+
+
+def _frames_of(out: torch.Tensor) -> torch.Tensor:
+    from einops import rearrange
+    return rearrange(out, "(b f) c h w -> b c f h w", f=FRAMES)
+
+
+@pytest.mark.parametrize("prompt,settings,move,entry", [
+    ("a cat, camera pans left", {}, "pan left", "pan left 1"),  # auto reads the run's prompt
+    ("a cat", {"camera": "zoom-in", "camera_strength": 0.5}, "zoom in", "zoom in 0.5"),
+])
+def test_camera_move_guides_the_run_and_is_written_to_the_infotext(webui, prompt, settings, move, entry):
+    from ccdm_core.feedback import guide_clip
+    from ccdm_core.fusion import FusionSettings
+    p = FakeP(webui.sd_model, webui.root / "out")
+    p.prompt = prompt
+    run_script(p, enabled(fusion_strength=0.0, cross_frame_strength=0.0, **settings))
+    assert p.extra_generation_params["CCDM camera"] == entry
+    g = p._ccdm_run.guidance
+    assert (g.camera, g.camera_strength) == (move, float(entry.split()[-1]))
+    expected = guide_clip(_frames_of(p.seen["unet_out"]), 0, 4, FusionSettings(strength=0.0), {}, {}, None, 0.6,
+                          move, g.camera_strength)
+    assert torch.equal(_frames_of(p.seen["out"]), expected)  # both videos, each from its own frame 0
+    assert not torch.equal(p.seen["out"], p.seen["unet_out"])
+
+
+def test_camera_off_leaves_the_run_as_without_it(webui):
+    outs = []
+    for prompt, settings in (("a cat, camera pans left", {"camera": "none"}),
+                             ("a cat, camera pans left", {"camera_strength": 0.0}), ("a cat", {})):
+        p = FakeP(webui.sd_model, webui.root / "out")
+        p.prompt = prompt
+        run_script(p, enabled(fusion_strength=0.0, cross_frame_strength=0.0, **settings))
+        assert "CCDM camera" not in p.extra_generation_params and p._ccdm_run.guidance.does_nothing()
+        assert torch.equal(p.seen["out"], p.seen["unet_out"])
+        outs.append(p.seen["out"])
+    assert all(torch.equal(out, outs[0]) for out in outs)
+
+
+def test_camera_auto_reads_the_first_prompt_of_the_run(webui):
+    p = FakeP(webui.sd_model, webui.root / "out")
+    p.prompt = ["a cat, camera tilts down", "a cat, camera zooms out"]
+    p.all_prompts = ["a cat, camera tilts up (style)"] * FRAMES  # WebUI 1.6.0: filled, styles applied, first
+    run_script(p, enabled())
+    assert p.extra_generation_params["CCDM camera"] == "tilt up 1" and p._ccdm_run.guidance.camera == "tilt up"

@@ -28,7 +28,7 @@ def test_defaults_round_trip_by_field_name():
     assert data == {"schema": 1, "enabled": False, "motion_module": "", "frames": 16, "fps": 8.0,
                     "context_length": 16, "context_overlap": 4, "closed_loop": False, "formats": ["mp4"],
                     "fusion_strength": 0.5, "cross_frame_strength": 0.5, "fusion_mode": "temporal", "keyframes": [],
-                    "anchor_first": False}
+                    "anchor_first": False, "camera": "auto", "camera_strength": 1.0}
     assert json.loads(json.dumps(data)) == data
     assert CCDMSettings.from_dict(data) == s
     assert CCDMSettings.from_dict(json.dumps(data)) == s
@@ -98,7 +98,7 @@ def test_txt2vid_request_bad_fields(body, field):
 def test_infotext_round_trip(frames, fps, length, data, loop):
     overlap = data.draw(st.integers(0, length - 1))
     s = CCDMSettings(enabled=True, motion_module="mm_sd_v15_v2 [0123456789]", frames=frames, fps=fps,
-                     context_length=length, context_overlap=overlap, closed_loop=loop)
+                     context_length=length, context_overlap=overlap, closed_loop=loop, camera="none")
     params = {"Steps": 20, "Sampler": "Euler a", "Seed": 7, "Size": "512x512", **s.infotext_params(s.motion_module)}
     prompt, negative, parsed = parse_infotext(build_infotext("a cat, walking", "blurry", params))
     assert (prompt, negative) == ("a cat, walking", "blurry")
@@ -307,7 +307,7 @@ def test_unknown_fields_are_still_refused_by_name():
 def test_fusion_infotext_round_trip(fusion, cross, mode):
     from ccdm_core.webui.settings import KEY_FUSION, KEY_KEYFRAMES, keyframe_strengths_from_infotext
     s = CCDMSettings(enabled=True, motion_module="mm [0123456789]", fusion_strength=fusion,
-                     cross_frame_strength=cross, fusion_mode=mode, keyframes=KEYS)
+                     cross_frame_strength=cross, fusion_mode=mode, keyframes=KEYS, camera="none")
     params = s.infotext_params(s.motion_module)
     assert params[KEY_FUSION] == f"{fusion:g}/{cross:g}/{mode}" and params[KEY_KEYFRAMES] == "0:(1), 12:(0.6)"
     text = build_infotext("a cat", "", {"Steps": 20, **params})

@@ -50,27 +50,63 @@ def test_script_and_tab_build_under_gradio_3_41_2(report):
     assert report["module_label"] == label
     for tab in ("txt2img", "img2img"):
         built = report[tab]
-        assert built["components"] == ["State"] and built["infotext_fields"] == 11
+        assert built["components"] == ["State"] and built["infotext_fields"] == 13
         assert built["value"] == {"schema": 1, "enabled": False, "motion_module": label, "frames": 16, "fps": 8.0,
                                   "context_length": 16, "context_overlap": 4, "closed_loop": False,
                                   "formats": ["mp4"], "fusion_strength": 0.5, "cross_frame_strength": 0.5,
-                                  "fusion_mode": "temporal", "keyframes": [], "anchor_first": False}
+                                  "fusion_mode": "temporal", "keyframes": [], "anchor_first": False,
+                                  "camera": "auto", "camera_strength": 1.0}
+
+
+def test_camera_controls_build_and_feed_the_settings(report):
+    from ccdm_core.camera import CAMERA_CHOICES
+    move = {"type": "Dropdown", "label": "Camera move (auto: read from the prompt)", "choices": list(CAMERA_CHOICES),
+            "value": "auto", "range": [None, None, None]}
+    strength = {"type": "Slider", "label": "Camera strength (0 = off)", "choices": None, "value": 1.0,
+                "range": [0.0, 1.0, 0.05]}
+    prefixes = ["script_txt2img_ccdm_ccdm", "script_img2img_ccdm_ccdm", "ccdm_txt2vid"]
+    assert report["camera_controls"] == {f"{prefix}{suffix}": control for prefix in prefixes
+                                         for suffix, control in (("_camera", move), ("_camera_strength", strength))}
+    events = report["camera_events"]
+    fields = report["tab_fields"]
+    for tab in ("txt2img", "img2img"):  # every change rebuilds the settings State from CONTROL_FIELDS, in order
+        assert events[f"script_{tab}_ccdm_ccdm_camera"] == [["change", "input", 13]]
+        assert events[f"script_{tab}_ccdm_ccdm_camera_strength"] == [["change", "input", 14]]
+    for name in ("camera", "camera_strength"):  # Generate reads it (after id_task), Paste sets it
+        assert events[f"ccdm_txt2vid_{name}"] == [["click", "input", fields.index(name) + 1],
+                                                  ["click", "output", fields.index(name)]]
+    assert fields[-1] == "keyframes"
 
 
 def test_paste_selects_the_module_by_hash_and_fills_the_fields(report):
     label = f"tiny_v2 [{report['sha'][:10]}]"
-    assert report["script_paste"] == [True, label, "12", "10", 8, 2, True, 0.25, 0, "keyframe", True]
+    assert report["script_paste"] == [True, label, "12", "10", 8, 2, True, 0.25, 0, "keyframe", True, "pan-left",
+                                      0.5]
     assert report["tab_paste"] == ["a cat", "dog", "DDIM", 9, 6.5, 256, 320, 3, label, 12, 10, 8, 2, True,
-                                   "<update>", 0.25, 0, "keyframe", True, "<update>"]  # images: not in infotext
-    assert report["tab_paste_old"][:19] == ["a cat", "dog", "DDIM", 9, 6.5, 256, 320, 3, label, 12, 10, 8, 2, True,
-                                            "<update>", "<update>", "<update>", "<update>", False]
+                                   "<update>", 0.25, 0, "keyframe", True, "pan-left", 0.5,
+                                   "<update>"]  # images: not in infotext
+    assert report["tab_paste_old"] == ["a cat", "dog", "DDIM", 9, 6.5, 256, 320, 3, label, 12, 10, 8, 2, True,
+                                       "<update>", "<update>", "<update>", "<update>", False, "none", "<update>",
+                                       "<update>"]
+
+
+def test_paste_sets_the_camera_a_ccdm_run_followed_and_leaves_it_otherwise(report):
+    """`CCDM camera: pan left 0.5` -> pan-left, 0.5 (test above). A CCDM infotext without the entry was made without
+    camera guidance: camera none, strength left. An infotext without CCDM entries, or an unreadable entry: both
+    controls left as they are."""
+    assert report["script_paste_old"][-2:] == ["none", "<update>"]
+    assert report["script_paste_plain"][-2:] == ["<update>", "<update>"]
+    assert report["tab_paste_plain"][-3:] == ["<update>", "<update>", "<update>"]
+    assert report["script_paste_bad_camera"][-2:] == ["<update>", "<update>"]
 
 
 def test_controls_and_tab_inputs_become_validated_settings(report):
     assert report["collected"] == {"enabled": True, "motion_module": f"tiny_v2 [{report['sha'][:10]}]",
                                    "frames": 12, "fps": 10.0, "context_length": 8, "context_overlap": 2,
                                    "closed_loop": True, "formats": ["gif"], "fusion_strength": 0.0,
-                                   "cross_frame_strength": 0.75, "fusion_mode": "uniform", "keyframes": ""}
+                                   "cross_frame_strength": 0.75, "fusion_mode": "uniform", "keyframes": "",
+                                   "camera": "tilt-up", "camera_strength": 1.0}
+    assert isinstance(report["collected"]["camera_strength"], float)
     request = report["request"]
     assert (request["prompt"], request["steps"], request["width"], request["height"], request["seed"]) == (
         "a cat", 9, 256, 320, 3)
@@ -79,6 +115,7 @@ def test_controls_and_tab_inputs_become_validated_settings(report):
         0.25, 1.0, "keyframe")
     assert request["keyframes"] == [{"frame": 3, "image": "data:image/png;base64,AAAA", "strength": 0.5,
                                      "prompt": None, "controlnet": None}]
+    assert (request["anchor_first"], request["camera"], request["camera_strength"]) == (True, "zoom-out", 0.5)
 
 
 def test_api_routes_list_modules_and_reject_bad_fields_with_422(report):
@@ -96,3 +133,15 @@ def test_api_routes_list_modules_and_reject_bad_fields_with_422(report):
                                                 "accepted frames 0..7")
     status, body = report["bad_mode"]
     assert status == 422 and body["detail"].startswith("fusion_mode: unknown mode 'blend'")
+    status, body = report["bad_camera"]
+    assert status == 422 and body["detail"] == ("camera: unknown camera move 'sideways'; accepted: auto, none, "
+                                                "zoom-in, zoom-out, pan-left, pan-right, tilt-up, tilt-down, "
+                                                "rotate-clockwise, rotate-counterclockwise")
+    status, body = report["bad_camera_strength"]
+    assert status == 422 and body["detail"] == "camera_strength: 1.5 is out of range; accepted 0..1"
+
+
+def test_txt2vid_route_passes_the_camera_fields_to_the_run(report):
+    status, request = report["camera_route"]
+    assert status == 200
+    assert (request["camera"], request["camera_strength"], request["frames"]) == ("rotate-clockwise", 0.35, 8)

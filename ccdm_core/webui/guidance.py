@@ -1,4 +1,4 @@
-"""Fusion, keyframe and keyframe-prompt guidance inside the WebUI's CFG denoiser.
+"""Fusion, keyframe, camera-move and keyframe-prompt guidance inside the WebUI's CFG denoiser.
 
 Two callbacks are registered once (entry.py) and do nothing unless a CCDM run has made its `Sampling` current
 for the duration of its sampling call (`active_guidance`, cleared in a finally):
@@ -30,7 +30,8 @@ _CURRENT: List["Sampling"] = []  # the run now sampling (at most one)
 
 @dataclasses.dataclass(eq=False)
 class Guidance:
-    """What the after-CFG step needs: frames per video, fusion settings, keyframe latents `c h w`, the module."""
+    """What the after-CFG step needs: frames per video, fusion settings, keyframe latents `c h w`, the module, the
+    camera move (None: off) and its strength."""
 
     num_frames: int
     fusion: FusionSettings
@@ -38,6 +39,8 @@ class Guidance:
     key_strengths: Dict[int, float] = dataclasses.field(default_factory=dict)
     module: Optional[PatchFusion] = None
     keyframe_end: float = 0.6  # as FeedbackDenoiser
+    camera: Optional[str] = None  # a move name ("zoom in"), resolved for the run; None = off
+    camera_strength: float = 0.0
     _sized: Dict[tuple, "Guidance"] = dataclasses.field(default_factory=dict, init=False, repr=False)
 
     @property
@@ -45,7 +48,10 @@ class Guidance:
         return sorted(self.key_latents)
 
     def does_nothing(self) -> bool:
-        return self.fusion.strength == 0 and not self.key_latents
+        return self.fusion.strength == 0 and not self.key_latents and not self.camera_acts()
+
+    def camera_acts(self) -> bool:
+        return self.camera is not None and self.camera_strength > 0 and self.num_frames > 1
 
     def at_size(self, height: int, width: int) -> "Guidance":
         """This guidance with keyframe latents resized to `height x width` (hires fix samples a larger latent)."""
@@ -72,9 +78,10 @@ def _as_data_url(kf: Keyframe) -> Keyframe:
 
 def build_guidance(settings: CCDMSettings, vae_encode: Callable[[torch.Tensor], torch.Tensor], width: int,
                    height: int, extras: Optional[Dict[str, torch.Tensor]] = None,
-                   device: Optional[torch.device] = None) -> Guidance:
+                   device: Optional[torch.device] = None, prompt: str = "") -> Guidance:
     """A run's guidance: keyframe images VAE-encoded once (`vae_encode`: pixels `1 3 h w` in -1..1 -> scaled
-    latent), the fusion module from the motion module's extras (fp32 on `device`) when it has one."""
+    latent), the fusion module from the motion module's extras (fp32 on `device`) when it has one, the camera move
+    (`settings.camera_move(prompt)`: `prompt` is the run's first prompt, read under camera `auto`)."""
     kfs = [_as_data_url(kf) for kf in settings.keyframes]
     try:
         latents = encode_keyframes(vae_encode, kfs, width, height, 1.0) if any(k.image for k in kfs) else {}
@@ -83,14 +90,17 @@ def build_guidance(settings: CCDMSettings, vae_encode: Callable[[torch.Tensor], 
     module = PatchFusion.from_extras(extras or {}) if settings.fusion_strength > 0 else None
     if module is not None:
         module = module.to(device=device, dtype=torch.float32)
+    camera = settings.camera_move(prompt)
     return Guidance(settings.frames, fusion_settings(settings),
                     {f: t.to(device) if device is not None else t for f, t in latents.items()},
-                    {kf.frame: float(kf.strength) for kf in settings.keyframes if kf.frame in latents}, module)
+                    {kf.frame: float(kf.strength) for kf in settings.keyframes if kf.frame in latents}, module,
+                    camera=camera, camera_strength=settings.camera_strength if camera is not None else 0.0)
 
 
 def guide_video(denoised: torch.Tensor, step: int, total: int, g: Guidance) -> torch.Tensor:
     """The standalone engine's frame-feedback step (`guide_clip`) on one video `b c f h w`."""
-    return guide_clip(denoised, step, total, g.fusion, g.key_latents, g.key_strengths, g.module, g.keyframe_end)
+    return guide_clip(denoised, step, total, g.fusion, g.key_latents, g.key_strengths, g.module, g.keyframe_end,
+                      g.camera, g.camera_strength)
 
 
 def guide_denoised(x: torch.Tensor, step: int, total: int, g: Guidance) -> torch.Tensor:
@@ -326,10 +336,11 @@ def on_cfg_after_cfg(params) -> None:
     elif prediction.kind == EPS:
         seen = sampling.take_input(params.x.shape[0])
         if seen is None:
-            sampling.say_once("fusion and keyframe guidance skipped: the denoiser's input was not seen this step")
+            sampling.say_once("fusion, keyframe and camera guidance skipped: the denoiser's input was not seen this "
+                              "step")
             return
         params.x = guide_eps(params.x, seen[0], seen[1], prediction.alphas, step, total, g, prediction.mask,
                              prediction.init_latent)
     else:
-        sampling.say_once(f"fusion and keyframe guidance skipped: {prediction.why} (cross-frame attention still "
-                          "applies)")
+        sampling.say_once(f"fusion, keyframe and camera guidance skipped: {prediction.why} (cross-frame attention "
+                          "still applies)")

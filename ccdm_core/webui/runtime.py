@@ -110,7 +110,7 @@ class VideoRun:
     error: Optional[Exception] = None
     incomplete: List[bool] = dataclasses.field(default_factory=list)
     clips: List[ClipFiles] = dataclasses.field(default_factory=list)
-    guidance: Optional[Guidance] = None  # fusion and keyframe latents; current only while p.sample runs
+    guidance: Optional[Guidance] = None  # fusion, keyframe latents, camera; current only while p.sample runs
     prompts: Optional[PromptSchedule] = None  # keyframe prompts' conditioning, encoded once by the WebUI's model
 
     def fail(self, err: Exception) -> None:
@@ -128,17 +128,28 @@ def prepare(run: VideoRun, p) -> None:
         unet = p.sd_model.model.diffusion_model
         run.module = load_module(run.entry, devices.device, next(unet.parameters()).dtype)
         check_run(p.sd_model, run.module, run.settings)
-        run.guidance = _guidance(p, run)
+        prompt = first_prompt(p)  # names the camera move under `auto`: guidance and infotext read the same one
+        run.guidance = _guidance(p, run, prompt)
         run.prompts = _prompt_schedule(p, run)
-        p.extra_generation_params.update(run.settings.infotext_params(run.entry.label))
+        p.extra_generation_params.update(run.settings.infotext_params(run.entry.label, prompt))
     except CCDMError as err:
         run.fail(err)
     except Exception as err:  # the WebUI swallows errors in process(): keep it for p.sample to raise as it is
         run.error = err
 
 
-def _guidance(p, run: VideoRun) -> Guidance:
-    """Keyframe images VAE-encoded once with the WebUI's first stage; the fusion module from the module's extras."""
+def first_prompt(p) -> str:
+    """The run's first prompt: `p.all_prompts[0]` (WebUI 1.6.0 fills it, styles applied, before the scripts'
+    `process`), else `p.prompt` (a string or a list). One camera move serves every video of the run."""
+    prompts = getattr(p, "all_prompts", None) or getattr(p, "prompt", None) or ""
+    if isinstance(prompts, (list, tuple)):
+        prompts = prompts[0] if prompts else ""
+    return prompts if isinstance(prompts, str) else ""
+
+
+def _guidance(p, run: VideoRun, prompt: str = "") -> Guidance:
+    """Keyframe images VAE-encoded once with the WebUI's first stage; the fusion module from the module's extras;
+    the camera move `prompt` names under `auto`."""
     import torch
     from modules import devices
 
@@ -150,7 +161,7 @@ def _guidance(p, run: VideoRun) -> Guidance:
         return sd_model.get_first_stage_encoding(latent).float()
 
     return build_guidance(run.settings, vae_encode, int(p.width), int(p.height),
-                          getattr(run.module, "extras", None), devices.device)
+                          getattr(run.module, "extras", None), devices.device, prompt)
 
 
 def _prompt_schedule(p, run: VideoRun) -> Optional[PromptSchedule]:

@@ -12,6 +12,7 @@ import numbers
 import re
 from typing import Any, Dict, Mapping, Optional, Tuple
 
+from ..camera import CAMERA_CHOICES, MOVES, camera_infotext, resolve_camera
 from ..errors import CCDMError
 from ..fusion import FusionMode
 from ..keyframes import (Keyframe, check_keyframes, format_value_schedule, image_digest, parse_keyframes_json,
@@ -35,10 +36,12 @@ KEY_FUSION = "CCDM fusion"
 KEY_KEYFRAMES = "CCDM keyframes"
 KEY_KEYFRAME_IMAGES = "CCDM keyframe images"  # `0:<sha256 first 10 hex>, 12:...`, matched on paste
 KEY_ANCHOR_FIRST = "CCDM anchor first"  # written only when on: `true`
+KEY_CAMERA = "CCDM camera"  # written only when camera guidance acted: `zoom in 1` (the move, then the strength)
 FUSION_MODES = tuple(m.value for m in FusionMode)
 STRENGTH_RANGE = (0.0, 1.0)
 _FUSION = re.compile(r"^\s*([-+0-9.eE]+)\s*/\s*([-+0-9.eE]+)\s*/\s*([a-z]+)\s*$")
 _CONTEXT = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*(/\s*loop\s*)?$")
+_CAMERA = re.compile(r"^\s*([a-z][a-z ]*?)\s+([-+0-9.eE]+)\s*$")
 
 
 class VideoFormat(str, enum.Enum):
@@ -125,6 +128,8 @@ class CCDMSettings:
     fusion_mode: str = FusionMode.TEMPORAL.value
     keyframes: Tuple[Keyframe, ...] = ()  # images as data URLs or base64; not in the infotext
     anchor_first: bool = False  # frame 0 rendered by the plain text-to-image model first, then a keyframe
+    camera: str = "auto"  # camera-move guidance: auto (the move the prompt names) | none | zoom-in, pan-left, ...
+    camera_strength: float = 1.0  # how strongly frames follow frame 0 along the camera path; 0 = off
 
     def __post_init__(self):
         set_ = object.__setattr__  # frozen: normalise in place once
@@ -144,6 +149,8 @@ class CCDMSettings:
         set_(self, "fusion_mode", _fusion_mode(self.fusion_mode))
         set_(self, "keyframes", _keyframes(self.keyframes, self.frames))
         set_(self, "anchor_first", _bool("anchor_first", self.anchor_first))
+        set_(self, "camera", _camera(self.camera))
+        set_(self, "camera_strength", _float("camera_strength", self.camera_strength, *STRENGTH_RANGE))
 
     @classmethod
     def field_names(cls) -> Tuple[str, ...]:
@@ -176,8 +183,15 @@ class CCDMSettings:
     def context_label(self) -> str:
         return f"{self.context_length}/{self.context_overlap}{'/loop' if self.closed_loop else ''}"
 
-    def infotext_params(self, motion_label: str) -> Dict[str, Any]:
-        """The `CCDM ...` infotext entries of a run (motion_label: `name [shorthash]`)."""
+    def camera_move(self, prompt: str = "") -> Optional[str]:
+        """The camera move a run with this `prompt` follows (None: off, strength 0, one frame, or no move named in
+        the prompt under `auto`), as the standalone `VideoSettings.camera_move`."""
+        move = resolve_camera(self.camera, prompt or "")
+        return move if self.camera_strength > 0 and self.frames > 1 else None
+
+    def infotext_params(self, motion_label: str, prompt: str = "") -> Dict[str, Any]:
+        """The `CCDM ...` infotext entries of a run (motion_label: `name [shorthash]`; prompt: the run's first
+        prompt, which names the camera move under `auto`)."""
         out = {KEY_MODULE: motion_label, KEY_FRAMES: self.frames, KEY_FPS: _number_text(self.fps),
                KEY_CONTEXT: self.context_label(), KEY_FUSION: self.fusion_label()}
         if self.keyframes:
@@ -187,7 +201,13 @@ class CCDMSettings:
                 out[KEY_KEYFRAME_IMAGES] = hashes
         if self.anchor_first:
             out[KEY_ANCHOR_FIRST] = "true"
+        out.update(self.camera_params(prompt))
         return out
+
+    def camera_params(self, prompt: str = "") -> Dict[str, str]:
+        """`{KEY_CAMERA: "zoom in 1"}` when camera guidance acts for this prompt, else {}."""
+        entry = camera_infotext(self.camera_move(prompt), self.camera_strength)
+        return {KEY_CAMERA: text for text in entry.values() if text}
 
     def fusion_label(self) -> str:
         return f"{self.fusion_strength:g}/{self.cross_frame_strength:g}/{self.fusion_mode}"
@@ -198,6 +218,14 @@ def _fusion_mode(value: Any) -> str:
     if not isinstance(name, str) or name.strip().lower() not in FUSION_MODES:
         raise CCDMSettingsError("fusion_mode", f"unknown mode {value!r}; accepted: {', '.join(FUSION_MODES)}")
     return name.strip().lower()
+
+
+def _camera(value: Any) -> str:
+    """A camera choice (`zoom-in`; case, spaces for hyphens and surrounding blanks are forgiven)."""
+    name = value.strip().lower().replace(" ", "-") if isinstance(value, str) else value
+    if name not in CAMERA_CHOICES:
+        raise CCDMSettingsError("camera", f"unknown camera move {value!r}; accepted: {', '.join(CAMERA_CHOICES)}")
+    return name
 
 
 def _keyframes(value: Any, frames: int) -> Tuple[Keyframe, ...]:
@@ -280,7 +308,29 @@ def settings_from_infotext(params: Mapping[str, str], base: Optional[CCDMSetting
     if KEY_FUSION in params:
         values.update(parse_fusion(params[KEY_FUSION]))
     values["anchor_first"] = parse_anchor_first(params)
+    values.update(camera_from_infotext(params))
     return dataclasses.replace(base, **values)
+
+
+def camera_from_infotext(params: Mapping[str, str]) -> Dict[str, Any]:
+    """The camera fields of a CCDM infotext: `CCDM camera: zoom in 1` -> camera `zoom-in` (forced: the move was
+    read from the prompt under `auto`, and the pasted prompt may be edited), camera_strength 1. The key is written
+    only when camera guidance acted, so a CCDM infotext without it was made without it: camera `none`, and the
+    strength is left as it is (it did nothing)."""
+    if KEY_CAMERA not in params:
+        return {"camera": "none"}
+    return parse_camera(params[KEY_CAMERA])
+
+
+def parse_camera(text: str) -> Dict[str, Any]:
+    """`zoom in 1` -> {"camera": "zoom-in", "camera_strength": 1}."""
+    m = _CAMERA.match(str(text).lower())
+    if not m or m.group(1) not in MOVES:
+        raise CCDMSettingsError("camera", f"cannot read {text!r}; expected MOVE STRENGTH, e.g. zoom in 1, with MOVE "
+                                f"one of: {', '.join(MOVES)}")
+    strength = _number_from_text("camera_strength", m.group(2))
+    _float("camera_strength", strength, *STRENGTH_RANGE)
+    return {"camera": m.group(1).replace(" ", "-"), "camera_strength": strength}
 
 
 def parse_anchor_first(params: Mapping[str, str]) -> bool:

@@ -9,7 +9,7 @@ import gradio as gr
 from ..infotext import parse_infotext
 from . import env, timeline
 from .controlnet import controlnet_options_json
-from .settings import KEY_FUSION, SIZE_RANGE, CCDMSettingsError, Txt2VidRequest, settings_from_infotext
+from .settings import KEY_CAMERA, KEY_FUSION, SIZE_RANGE, CCDMSettingsError, Txt2VidRequest, settings_from_infotext
 from .ui import FUSION_FIELDS, module_picker, pasted_module, settings_from_controls, video_controls
 
 TAB_ID = "ccdm_txt2vid"
@@ -25,7 +25,8 @@ SUBMIT_JS = """function() {
 }"""
 REQUEST_FIELDS = ("prompt", "negative_prompt", "sampler_name", "steps", "cfg_scale", "width", "height", "seed")
 VIDEO_FIELDS = ("motion_module", "frames", "fps", "context_length", "context_overlap", "closed_loop", "formats",
-                "fusion_strength", "cross_frame_strength", "fusion_mode", "anchor_first", "keyframes")
+                "fusion_strength", "cross_frame_strength", "fusion_mode", "anchor_first", "camera", "camera_strength",
+                "keyframes")
 
 
 def _prompt_column() -> Dict[str, Any]:
@@ -191,5 +192,7 @@ def paste(text: str):
         video["motion_module"] = pasted_module(params)
         if KEY_FUSION not in params:
             video.update(dict.fromkeys(FUSION_FIELDS))  # older clips: leave the fusion controls as they are
+        if KEY_CAMERA not in params:
+            video["camera_strength"] = None  # camera guidance was off (camera: none): the strength did nothing
     out = [values.get(n) for n in REQUEST_FIELDS] + [video.get(n) for n in VIDEO_FIELDS]
     return [gr.update() if v is None else (v if isinstance(v, dict) else gr.update(value=v)) for v in out]

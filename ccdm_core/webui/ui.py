@@ -6,19 +6,22 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import gradio as gr
 
+from ..camera import CAMERA_CHOICES
 from . import env
 from .discovery import label_hash
-from .settings import (CONTEXT_RANGE, FORMAT_NAMES, FPS_RANGE, FRAMES_RANGE, FUSION_MODES, KEY_CONTEXT, KEY_FPS,
-                       KEY_FRAMES, KEY_FUSION, KEY_MODULE, CCDMSettings, CCDMSettingsError, parse_anchor_first,
-                       parse_context, parse_fusion)
+from .settings import (CONTEXT_RANGE, FORMAT_NAMES, FPS_RANGE, FRAMES_RANGE, FUSION_MODES, KEY_CAMERA, KEY_CONTEXT,
+                       KEY_FPS, KEY_FRAMES, KEY_FUSION, KEY_MODULE, STRENGTH_RANGE, CCDMSettings, CCDMSettingsError,
+                       camera_from_infotext, parse_anchor_first, parse_camera, parse_context, parse_fusion)
 
 FORMAT_CHOICES = [("MP4", "mp4"), ("GIF", "gif"), ("WebM", "webm"), ("WebP", "webp"), ("PNG (animated)", "png")]
 CONTEXT_SLIDER_MAX = 64
 REFRESH_SYMBOL = "\U0001f504"
 # Controls whose value lives in the settings object; they must not be reset from ui-config.json behind its back.
 CONTROL_FIELDS = ("enabled", "motion_module", "frames", "fps", "context_length", "context_overlap", "closed_loop",
-                  "formats", "fusion_strength", "cross_frame_strength", "fusion_mode", "keyframes", "anchor_first")
+                  "formats", "fusion_strength", "cross_frame_strength", "fusion_mode", "keyframes", "anchor_first",
+                  "camera", "camera_strength")
 FUSION_FIELDS = ("fusion_strength", "cross_frame_strength", "fusion_mode")
+CAMERA_FIELDS = ("camera", "camera_strength")
 KEYFRAMES_PLACEHOLDER = '[{"frame": 0, "image": "data:image/png;base64,...", "strength": 1.0, "prompt": null}]'
 
 
@@ -88,8 +91,8 @@ def video_controls(elem_prefix: str, defaults: CCDMSettings) -> Dict[str, Any]:
 
 
 def fusion_controls(elem_prefix: str, defaults: CCDMSettings) -> Dict[str, Any]:
-    """Fusion and cross-frame strengths, the fusion mode, anchor-first, and the keyframes (JSON list; images as
-    data URLs)."""
+    """Fusion and cross-frame strengths, the fusion mode, the camera move, anchor-first, and the keyframes (JSON
+    list; images as data URLs)."""
     c: Dict[str, Any] = {}
     with gr.Row():
         c["fusion_strength"] = gr.Slider(minimum=0.0, maximum=1.0, step=0.05, value=defaults.fusion_strength,
@@ -100,12 +103,25 @@ def fusion_controls(elem_prefix: str, defaults: CCDMSettings) -> Dict[str, Any]:
                                               elem_id=f"{elem_prefix}_cross_frame_strength")
         c["fusion_mode"] = gr.Dropdown(label="Fusion mode", choices=list(FUSION_MODES), value=defaults.fusion_mode,
                                        elem_id=f"{elem_prefix}_fusion_mode")
+    c.update(camera_controls(elem_prefix, defaults))
     c["anchor_first"] = gr.Checkbox(value=defaults.anchor_first, label="Anchor first (render frame 0 with the plain "
                                     "text-to-image model, then animate from it)", elem_id=f"{elem_prefix}_anchor_first")
     c["keyframes"] = gr.Textbox(label="Keyframes (JSON: frame, image as data URL or base64, strength, prompt)",
                                 lines=2, value=_keyframes_text(defaults), placeholder=KEYFRAMES_PLACEHOLDER,
                                 elem_id=f"{elem_prefix}_keyframes")
     c["keyframes"].do_not_save_to_config = True  # images are large: never into ui-config.json
+    return c
+
+
+def camera_controls(elem_prefix: str, defaults: CCDMSettings) -> Dict[str, Any]:
+    """The camera move (auto: the move the prompt names, e.g. "camera zooms in") and how strongly frames follow it."""
+    c: Dict[str, Any] = {}
+    with gr.Row():
+        c["camera"] = gr.Dropdown(label="Camera move (auto: read from the prompt)", choices=list(CAMERA_CHOICES),
+                                  value=defaults.camera, elem_id=f"{elem_prefix}_camera")
+        c["camera_strength"] = gr.Slider(minimum=STRENGTH_RANGE[0], maximum=STRENGTH_RANGE[1], step=0.05,
+                                         value=defaults.camera_strength, label="Camera strength (0 = off)",
+                                         elem_id=f"{elem_prefix}_camera_strength")
     return c
 
 
@@ -128,7 +144,7 @@ def settings_from_controls(values: Dict[str, Any]) -> Dict[str, Any]:
         out["anchor_first"] = bool(out["anchor_first"])
     out["motion_module"] = out.get("motion_module") or ""
     out["formats"] = [f for f in (out.get("formats") or []) if f in FORMAT_NAMES]
-    for name in ("fusion_strength", "cross_frame_strength"):
+    for name in ("fusion_strength", "cross_frame_strength", "camera_strength"):
         if isinstance(out.get(name), int) and not isinstance(out[name], bool):
             out[name] = float(out[name])
     if "keyframes" in out:
@@ -185,6 +201,24 @@ def pasted_anchor_first(params: Dict[str, str]):
         return gr.update()
 
 
+def pasted_camera(params: Dict[str, str]):
+    """`CCDM camera: zoom in 1` -> `zoom-in` (the move the run followed, forced). The key is written only when camera
+    guidance acted, so an infotext with CCDM entries but without it was made without it -> `none` (that reproduces
+    the clip; `auto` would follow a move its prompt names at a strength that was 0). Without CCDM entries the
+    infotext says nothing about CCDM: the control is left as it is, as it is when the entry cannot be read."""
+    if KEY_FRAMES not in params and KEY_MODULE not in params:
+        return gr.update()
+    try:
+        return camera_from_infotext(params)["camera"]
+    except CCDMSettingsError:
+        return gr.update()
+
+
+def pasted_camera_strength(params: Dict[str, str]):
+    """The strength of `CCDM camera: zoom in 0.5`; absent (guidance off): the slider is left as it is."""
+    return _pasted_part(KEY_CAMERA, parse_camera, "camera_strength")(params)
+
+
 def infotext_fields(controls: Dict[str, Any]) -> List[Tuple[Any, Any]]:
     """(component, infotext key or reader) pairs for the WebUI's paste and PNG Info (keyframe images are not in
     the infotext, so the keyframes box is not pasted)."""
@@ -194,6 +228,8 @@ def infotext_fields(controls: Dict[str, Any]) -> List[Tuple[Any, Any]]:
     fields += [(controls[name], pasted_fusion(name)) for name in FUSION_FIELDS if name in controls]
     if "anchor_first" in controls:
         fields.append((controls["anchor_first"], pasted_anchor_first))
+    readers = {"camera": pasted_camera, "camera_strength": pasted_camera_strength}
+    fields += [(controls[name], readers[name]) for name in CAMERA_FIELDS if name in controls]
     if "enabled" in controls:
         fields.insert(0, (controls["enabled"], lambda d: KEY_FRAMES in d or KEY_MODULE in d))
     return fields

@@ -2,7 +2,8 @@
 
 `python -m train.mini ship --run RUN --linear L --scaled-linear S --classifier C --out DIR` writes the shipped
 files from the stages' outputs (see train/mini/ship.py). `python -m train.mini sweep --out DIR` measures fusion
-settings on held-out prompts with the shipped model (see train/mini/fusion_sweep.py).
+settings on held-out prompts with the shipped model (see train/mini/fusion_sweep.py); `python -m train.mini
+camera-check --out DIR` whether its clips follow the camera move the prompt names (train/mini/camera_check.py).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import torch
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.mini", description=__doc__)
-    parser.add_argument("stage", choices=["vae", "base", "classifier", "clips", "ship", "sweep"])
+    parser.add_argument("stage", choices=["vae", "base", "classifier", "clips", "ship", "sweep", "camera-check"])
     parser.add_argument("--out", required=True, help="folder for the stage's files (the base stage reads vae)")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
@@ -29,8 +30,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.stage == "ship":
         return _ship(parser, args)
-    if args.stage == "sweep":
-        return _sweep(args)
+    if args.stage in ("sweep", "camera-check"):
+        return _measure(args)
     from .classifier import train_classifier
     from .stages import train_base, train_vae, write_stats
 
@@ -50,18 +51,21 @@ def main(argv=None) -> int:
     return 0
 
 
-def _sweep(args) -> int:
+def _measure(args) -> int:
+    """The held-out fusion sweep or the camera check, with the shipped model, default module and classifier."""
     from ccdm_core.assets import MINI_CHECKPOINT, MINI_MOTION_DEFAULT
     from ccdm_core.motion_io import load_motion_module
     from ccdm_core.sd.loader import load_sd_checkpoint
 
+    from .camera_check import camera_check
     from .fusion_sweep import sweep
 
     torch.set_num_threads(args.threads)
     classifier = Path(MINI_CHECKPOINT).parent / "subject-classifier.safetensors"
-    result = sweep(load_sd_checkpoint(MINI_CHECKPOINT), load_motion_module(MINI_MOTION_DEFAULT), classifier,
-                   Path(args.out))
-    print((Path(args.out) / "fusion_sweep.md").read_text())
+    run, name = (sweep, "fusion_sweep") if args.stage == "sweep" else (camera_check, "camera_check")
+    result = run(load_sd_checkpoint(MINI_CHECKPOINT), load_motion_module(MINI_MOTION_DEFAULT), classifier,
+                 Path(args.out))
+    print((Path(args.out) / f"{name}.md").read_text())
     print(json.dumps({"seconds": result["seconds"]}))
     return 0
 
