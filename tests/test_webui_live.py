@@ -116,14 +116,15 @@ def test_bad_settings_get_422_naming_the_field(module_name, settings, field):
 
 
 def test_camera_move_by_name_in_the_script_args_and_the_route(module_name):
-    settings = {"enabled": True, "motion_module": module_name, "frames": 4, "context_length": 4, "formats": ["gif"],
-                "camera": "zoom-in", "camera_strength": 0.5}
+    settings = {"enabled": True, "motion_module": module_name, "frames": 4, "context_length": 4, "context_overlap": 1,
+                "formats": ["gif"], "camera": "zoom-in", "camera_strength": 0.5}
     status, body = txt2img(batch_size=1, alwayson_scripts={"CCDM": {"args": [settings]}})
     assert status == 200, body
     assert json.loads(body["info"])["extra_generation_params"]["CCDM camera"] == "zoom in 0.5"
     status, result = call("/ccdm/v1/txt2vid", {"prompt": "a red ball on grass, camera pans left", "steps": STEPS,
                                                "width": SIZE, "height": SIZE, "frames": 4, "context_length": 4,
-                                               "motion_module": module_name, "formats": ["gif"]})
+                                               "context_overlap": 1, "motion_module": module_name,
+                                               "formats": ["gif"]})
     assert status == 200, result
     assert "CCDM camera: pan left 1" in result["info"]  # camera auto: the move the prompt names
 
