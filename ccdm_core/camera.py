@@ -15,6 +15,7 @@ import re
 from typing import Dict, Optional, Sequence
 
 import torch
+from einops import rearrange, repeat
 from torch.nn import functional as F
 
 from .errors import CCDMError
@@ -78,16 +79,16 @@ def camera_theta(move: str, progress: float) -> torch.Tensor:
 
 def camera_targets(anchor: torch.Tensor, move: str, num_frames: int):
     """Frame 0's prediction `b c h w` warped to every frame: (`b c f h w` targets, `1 1 f h w` valid mask)."""
-    b, c, h, w = anchor.shape
+    b, _, h, w = anchor.shape
     theta = torch.stack([camera_theta(move, n / max(num_frames - 1, 1)) for n in range(num_frames)])
     grid = F.affine_grid(theta.to(anchor.device), [num_frames, 1, h, w], align_corners=False)
-    source = anchor.float().repeat_interleave(num_frames, dim=0)  # (b f) c h w
-    warped = F.grid_sample(source, grid.repeat(b, 1, 1, 1), mode="bilinear", padding_mode="zeros",
-                           align_corners=False)
+    source = repeat(anchor.float(), "b c h w -> (b f) c h w", f=num_frames)
+    grids = repeat(grid, "f h w two -> (b f) h w two", b=b)
+    warped = F.grid_sample(source, grids, mode="bilinear", padding_mode="zeros", align_corners=False)
     ones = torch.ones(num_frames, 1, h, w, device=anchor.device)
     valid = F.grid_sample(ones, grid, mode="bilinear", padding_mode="zeros", align_corners=False) > 0.999
-    targets = warped.reshape(b, num_frames, c, h, w).permute(0, 2, 1, 3, 4)
-    return targets.to(anchor.dtype), valid.permute(1, 0, 2, 3)[None].to(anchor.dtype)
+    targets = rearrange(warped, "(b f) c h w -> b c f h w", b=b)
+    return targets.to(anchor.dtype), rearrange(valid, "f one h w -> 1 one f h w").to(anchor.dtype)
 
 
 def apply_camera(denoised: torch.Tensor, move: Optional[str], weight: float,
