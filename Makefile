@@ -1,31 +1,42 @@
-# Two commands: `make demo` and `make test`. Each creates .venv/ when missing and installs from the registries.
+# Two commands: `make demo` and `make test`. Each creates its environments when missing, from complete pinned lists
+# (`pip install --no-deps --no-build-isolation -r *.lock`: pip resolves nothing, so every install is the same).
+# `make lock` regenerates the lists from the top-level ones (requirements-*.txt) and prints what changed.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.ccdm-installed
 DEMO_OUT ?= outputs/demo.mp4
-# gradio 3.41.2 (the WebUI 1.6.0 pin) serves only with fastapi 0.94 and numpy<2, so the WebUI UI test runs in a
-# second venv inside the first. Step 2 lowers numpy, Pillow, einops and safetensors to the WebUI's pins (no resolver: it backtracks).
-GRADIO3 ?= $(VENV)/gradio3
-GRADIO3_STAMP := $(GRADIO3)/.ccdm-installed
+PIP_NO_RESOLVE := -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation
+# The WebUI 1.6.0 environment: its Python (3.10) and its pins (torch 2.0.1, gradio 3.41.2, numpy 1.23.5, ...).
+# The WebUI-side tests run there (tests/env_groups.py decides which). Python 3.10 is pyenv's where the PATH has none.
+ifeq ($(origin PYTHON310),undefined)
+PYTHON310 := $(firstword $(foreach p,python3.10 $(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python3.10),\
+	$(shell $(p) -c "import sys; assert sys.version_info[:2] == (3, 10); print('$(p)')" 2>/dev/null)))
+endif
+WEBUI_VENV ?= .venv-webui
+WEBUI_PY := $(WEBUI_VENV)/bin/python
+WEBUI_STAMP := $(WEBUI_VENV)/.ccdm-installed
 # The keyframe timeline's browser test drives Debian's chromium with Playwright (its own browser download fails).
 CHROMIUM_STAMP := $(VENV)/.ccdm-chromium
+PYTEST_SELECT := not webui and not slow
 
-.PHONY: demo test test-webui bench clean-venv mini-weights
+.PHONY: demo test test-main test-webui-env test-webui envs bench clean-venv mini-weights lock
 
-$(STAMP): pyproject.toml requirements-dev.txt Makefile
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps stable-diffusion-sdkit==2.1.5 clip-anytorch==2.6.0
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt playwright
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+# --clear: a changed lock gives the listed set exactly, nothing left over from the previous one.
+$(STAMP): requirements-dev.lock pyproject.toml Makefile
+	$(PYTHON) -m venv --clear $(VENV)
+	$(PY) $(PIP_NO_RESOLVE) $$(grep -E '^(setuptools|wheel)==' requirements-dev.lock)
+	$(PY) $(PIP_NO_RESOLVE) -r requirements-dev.lock
+	$(PY) $(PIP_NO_RESOLVE) -e .
 	touch $(STAMP)
 
-$(GRADIO3_STAMP): Makefile $(STAMP)
-	test -x $(GRADIO3)/bin/python || $(PYTHON) -m venv $(GRADIO3)
-	$(GRADIO3)/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0 gradio==3.41.2 fastapi==0.94.0 httpx==0.24.1 "numpy<2"
-	$(GRADIO3)/bin/python -m pip install -q --disable-pip-version-check --no-deps numpy==1.23.5 matplotlib==3.7.5 contourpy==1.1.1 Pillow==9.5.0 einops==0.4.1 safetensors==0.3.1 imageio-ffmpeg
-	touch $(GRADIO3_STAMP)
+$(WEBUI_STAMP): requirements-webui.lock pyproject.toml Makefile
+	@test -n "$(PYTHON310)" || { echo "make: no Python 3.10 found for the WebUI 1.6.0 environment; set PYTHON310=" >&2; exit 1; }
+	$(PYTHON310) -m venv --clear $(WEBUI_VENV)
+	$(WEBUI_PY) $(PIP_NO_RESOLVE) $$(grep -E '^(setuptools|wheel)==' requirements-webui.lock)
+	$(WEBUI_PY) $(PIP_NO_RESOLVE) -r requirements-webui.lock
+	$(WEBUI_PY) $(PIP_NO_RESOLVE) -e .
+	touch $(WEBUI_STAMP)
 
 $(CHROMIUM_STAMP): $(STAMP)
 	command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
@@ -33,11 +44,25 @@ $(CHROMIUM_STAMP): $(STAMP)
 		echo "WARNING: chromium is missing and apt-get could not install it; the browser test will be skipped"
 	(command -v chromium || command -v chromium-browser) >/dev/null && touch $(CHROMIUM_STAMP) || true
 
+envs: $(STAMP) $(WEBUI_STAMP) $(CHROMIUM_STAMP)
+
+lock:
+	$(PYTHON) .ci/lock.py requirements-dev.txt requirements-dev.lock $(PYTHON)
+	$(PYTHON) .ci/lock.py requirements-webui.txt requirements-webui.lock $(PYTHON310)
+
 demo: $(STAMP)
 	$(VENV)/bin/ccdm generate --prompt "a flower, camera zooms in" --frames 16 --fps 8 --out $(DEMO_OUT)
 
-test: $(STAMP) $(GRADIO3_STAMP) $(CHROMIUM_STAMP)
-	$(PY) -m pytest -q -m "not webui and not slow"
+test: test-main test-webui-env
+
+# The engine, the standalone CLI and training, on the main environment.
+test-main: $(STAMP)
+	$(PY) -m pytest -q -m "$(PYTEST_SELECT) and not webui_env"
+
+# The WebUI-side code (ccdm_core/webui/, what it imports, scripts/, install.py, preload.py, the UI, the timeline)
+# on the WebUI 1.6.0 environment.
+test-webui-env: $(WEBUI_STAMP) $(CHROMIUM_STAMP)
+	$(WEBUI_PY) -m pytest -q -m "$(PYTEST_SELECT) and webui_env"
 
 test-webui: $(STAMP)
 	$(PY) -m pytest -q -m webui
@@ -63,4 +88,4 @@ mini-weights: $(STAMP)
 	cd $(MINI_OUT)/shipped && sha256sum -c $(abspath ccdm_core/assets/ccdm-mini/SHA256SUMS)
 
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(WEBUI_VENV)

@@ -11,6 +11,7 @@ import torch
 
 from .attention import math_attention, use_attention_backend
 from .errors import CCDMError
+from .flops import count_flops
 from .inject import inject_motion
 from .sd.configs import build_unet, sd15_unet_config, tiny_unet_config
 from .sd.sdpa import sdpa_cross_attention
@@ -32,12 +33,9 @@ def _timed(fn) -> float:
 
 
 def _flops(fn) -> int:
-    """Counted with attention as explicit matmuls, since the counter does not see CPU SDPA kernels."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with use_attention_backend(math_attention), FlopCounterMode(display=False) as counter:
-        fn()
-    return int(counter.get_total_flops())
+    """Counted with attention as explicit matmuls, since a dispatch-level counter does not see SDPA kernels."""
+    with use_attention_backend(math_attention):
+        return count_flops(fn)
 
 
 def _peak_mb() -> float:

@@ -1,10 +1,24 @@
 """Shared fixtures: tiny real ldm UNets (SD1 block layout, small widths), CPU, seeded."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from ccdm_core.sd.configs import build_unet, tiny_unet_config
+from env_groups import runs_in_webui_env
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark the tests of WebUI-side code `webui_env`: `make test` runs them in the WebUI 1.6.0 environment."""
+    decided = {}
+    for item in items:
+        path = Path(str(item.fspath))
+        if path not in decided:
+            decided[path] = runs_in_webui_env(path)
+        if decided[path]:
+            item.add_marker(pytest.mark.webui_env)
 
 
 @pytest.fixture(autouse=True)

@@ -27,8 +27,10 @@ from ccdm_core.keyframes import image_digest, parse_prompt_schedule, parse_value
 from ccdm_core.webui.settings import CCDMSettings, CCDMSettingsError
 from ccdm_core.webui.timeline import parse_timeline_state
 
+from env_groups import webui_python
+
 ROOT = Path(__file__).resolve().parents[1]
-GRADIO3 = Path(os.environ.get("CCDM_GRADIO3_PYTHON", ROOT / ".venv" / "gradio3" / "bin" / "python"))
+GRADIO3 = webui_python()
 ARTIFACTS = ROOT / "tests" / "artifacts" / "timeline"
 CHROMIUM = os.environ.get("CCDM_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 STATE = "#ccdm_keyframes_json textarea"
@@ -65,7 +67,7 @@ def page_url(tmp_path_factory):
     if not CHROMIUM:
         pytest.skip("no Chromium found (CCDM_CHROMIUM, chromium, chromium-browser); make test installs Debian's")
     if not GRADIO3.exists():
-        pytest.skip(f"no gradio 3.41.2 environment at {GRADIO3} (make test creates it)")
+        pytest.skip(f"no gradio 3.41.2 environment at {GRADIO3} (make test creates .venv-webui)")
     root = tmp_path_factory.mktemp("timeline_webui")
     (root / "models" / "ccdm").mkdir(parents=True)
     port = _free_port()

@@ -1,8 +1,8 @@
 """`ui()` of the CCDM script and the txt2vid tab build headless under gradio 3.41.2 (the WebUI's pin), with a
 stand-in `modules` package; paste, settings collection and the API routes' validation run there too.
 
-gradio 3.41.2 needs numpy<2 and fastapi 0.94, so this runs in a separate venv (`make test` creates
-.venv/gradio3; CCDM_GRADIO3_PYTHON may name another interpreter). Without it the test is skipped.
+It runs in the WebUI 1.6.0 environment (`make test` creates .venv-webui and runs the WebUI-side tests there; from
+another interpreter CCDM_WEBUI_PYTHON may name one). Without it the test is skipped.
 """
 from __future__ import annotations
 
@@ -15,15 +15,16 @@ import pytest
 
 from ccdm_core import new_motion_module, save_motion_module
 from conftest import make_unet
+from env_groups import webui_python
 
 ROOT = Path(__file__).resolve().parents[1]
-GRADIO3 = Path(os.environ.get("CCDM_GRADIO3_PYTHON", ROOT / ".venv" / "gradio3" / "bin" / "python"))
+GRADIO3 = webui_python()
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     if not GRADIO3.exists():
-        pytest.skip(f"no gradio 3.41.2 environment at {GRADIO3} (make test creates it)")
+        pytest.skip(f"no gradio 3.41.2 environment at {GRADIO3} (make test creates .venv-webui)")
     root = tmp_path_factory.mktemp("webui")
     sha = save_motion_module(new_motion_module(make_unet(), "animatediff-v2", max_frames=8),
                              root / "models" / "ccdm" / "tiny_v2.safetensors")
