@@ -17,8 +17,9 @@ def _generate_parser(sub) -> None:
     p = sub.add_parser("generate", help="text to video with an SD1.x checkpoint and a motion module")
     p.add_argument("--prompt", required=True)
     p.add_argument("--negative", default="")
-    p.add_argument("--frames", type=int, default=16)
-    p.add_argument("--fps", type=float, default=8.0)
+    p.add_argument("--frames", type=int, default=None,
+                   help="default: 16; with --video, all the source gives (up to 1024)")
+    p.add_argument("--fps", type=float, default=None, help="default: 8; with --video, the source's fps / stride")
     p.add_argument("--width", type=int, default=None, help="default: 256 (64 with the built-in random model)")
     p.add_argument("--height", type=int, default=None)
     p.add_argument("--steps", type=int, default=20)
@@ -41,11 +42,30 @@ def _generate_parser(sub) -> None:
     p.add_argument("--fusion-mode", default="temporal", choices=["uniform", "temporal", "keyframe"])
     p.add_argument("--anchor-first", action="store_true",
                    help="render frame 0 with the plain text-to-image model first, then animate from it")
-    p.add_argument("--camera", default="auto", choices=CAMERA_CHOICES,
-                   help="camera-move guidance: auto follows the move the prompt names (\"camera zooms in\"); none is off")
+    p.add_argument("--camera", default=None, choices=CAMERA_CHOICES,
+                   help="camera-move guidance: auto follows the move the prompt names (\"camera zooms in\"); none is "
+                        "off. Default: auto; none with --video (the source has its own motion)")
     p.add_argument("--camera-strength", type=float, default=1.0, help="camera-move guidance, 0..1 (0 = off)")
+    _video_source_arguments(p)
     p.add_argument("--out", required=True)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _video_source_arguments(p) -> None:
+    from .init_frames import DEFAULT_STRENGTH
+    from .sources import SOURCE_FITS
+
+    g = p.add_argument_group("video to video (init frames from a source video)")
+    g.add_argument("--video", default=None, metavar="PATH",
+                   help="source video (mp4, webm, mov, mkv, gif, webp, png) or a folder of numbered frames")
+    g.add_argument("--strength", type=float, default=DEFAULT_STRENGTH,
+                   help="denoising strength of the init frames, 0..1 (0 = the source, 1 = ignore it)")
+    g.add_argument("--source-start", type=int, default=0, help="first source frame (0-based)")
+    g.add_argument("--source-stride", type=int, default=1, help="take every n-th source frame")
+    g.add_argument("--source-fit", default="crop", choices=SOURCE_FITS,
+                   help="crop: cover the size and centre-crop; pad: fit inside and letterbox")
+    g.add_argument("--no-audio", dest="keep_audio", action="store_false",
+                   help="do not copy the source's audio into an mp4/webm output")
 
 
 def _bench_parser(sub) -> None:
@@ -136,7 +156,38 @@ def _default_model(args, load_sd_checkpoint, build_default_model):
     return load_sd_checkpoint(mini), args.motion or shipped(MINI_MOTION_DEFAULT)
 
 
+def _source(args, width: int, height: int):
+    """The source clip of --video (read before any model loads, so a bad source changes nothing), or None."""
+    if args.video is None:
+        for flag, value, default in (("--source-start", args.source_start, 0), ("--source-stride", args.source_stride, 1)):
+            if value != default:
+                raise CCDMError(f"{flag} needs --video")
+        return None
+    from .sources import SourceOptions, read_source
+
+    options = SourceOptions(source_start=args.source_start, source_stride=args.source_stride, frames=args.frames,
+                            source_fit=args.source_fit)
+    return read_source(args.video, width, height, options)
+
+
+def _clip_settings(args, clip) -> dict:
+    """frames, fps, camera and strength: the source's when there is one, else text to video's defaults."""
+    if clip is None:
+        return {"frames": args.frames or 16, "fps": args.fps or 8.0, "camera": args.camera or "auto"}
+    return {"frames": len(clip.frames), "fps": args.fps or round(clip.fps, 3), "camera": args.camera or "none",
+            "denoising_strength": args.strength}
+
+
+def _keep_audio(args, clip, path, fmt: str) -> bool:
+    if clip is None or not args.keep_audio or not clip.has_audio or fmt not in ("mp4", "webm"):
+        return False
+    from .audio import mux_source_audio
+
+    return mux_source_audio(path, args.video, clip.start_seconds, clip.duration_seconds)
+
+
 def cmd_generate(args) -> dict:
+    from .init_frames import format_source_label
     from .motion_io import load_motion_module
     from .pipeline import VideoSettings, generate
     from .sd.loader import build_default_model, load_sd_checkpoint
@@ -144,21 +195,26 @@ def cmd_generate(args) -> dict:
 
     fmt = _output_format(args)
     size = 64 if args.model is None else 256
+    width, height = args.width or size, args.height or size
+    clip = _source(args, width, height)
     settings = VideoSettings(
-        prompt=args.prompt, negative_prompt=args.negative, frames=args.frames, fps=args.fps,
-        width=args.width or size, height=args.height or size, steps=args.steps, cfg_scale=args.cfg, seed=args.seed,
+        prompt=args.prompt, negative_prompt=args.negative, **_clip_settings(args, clip),
+        width=width, height=height, steps=args.steps, cfg_scale=args.cfg, seed=args.seed,
         sampler=args.sampler, context_length=args.context_length, context_overlap=args.context_overlap,
         closed_loop=args.closed_loop, fusion_strength=args.fusion_strength,
         cross_frame_strength=args.cross_frame_strength, fusion_mode=args.fusion_mode, anchor_first=args.anchor_first,
-        camera=args.camera, camera_strength=args.camera_strength)
+        camera_strength=args.camera_strength)
     keyframes = _keyframes(args)
     model, motion_path = _default_model(args, load_sd_checkpoint, build_default_model)
     motion = load_motion_module(motion_path) if motion_path else None
     name = Path(motion_path).stem if motion_path else ""
-    result = generate(model, motion, settings, progress=not args.quiet, motion_name=name, keyframes=keyframes)
+    label = format_source_label(clip.sha256, args.source_start, args.source_stride, len(clip.frames)) if clip else None
+    result = generate(model, motion, settings, progress=not args.quiet, motion_name=name, keyframes=keyframes,
+                      source_frames=clip.frames if clip else None, source_label=label)
     path = write_video(result.frames, args.out, settings.fps, fmt, result.infotext)
+    audio = _keep_audio(args, clip, path, fmt)
     return {"path": str(Path(path).resolve()), "frames": int(result.frames.shape[0]), "fps": settings.fps,
-            "seed": result.seed,
+            "seed": result.seed, **({"source": label, "audio": audio} if clip else {}),
             "motion_sha256": motion.info.sha256 if motion is not None else None,
             "seconds": round(result.seconds, 3)}
 

@@ -16,6 +16,8 @@ from .cross_frame import FrameContext, cross_frame_attention, window_anchors
 from .errors import CCDMError
 from .feedback import FeedbackDenoiser
 from .fusion import FusionSettings, PatchFusion
+from .init_frames import (DEFAULT_STRENGTH, SOURCE_KEY, check_strength, encode_frames, img2img_sigmas,
+                          noised_init)
 from .inject import inject_motion
 from .keyframes import Keyframe, check_keyframes, encode_keyframes, scheduled_conditioning
 from .motion import MotionModule
@@ -59,6 +61,7 @@ class VideoSettings:
     anchor_first: bool = False  # render frame 0 with the plain text-to-image model first, then animate from it
     camera: str = "auto"  # camera-move guidance: auto (the move the prompt names) | none | zoom-in, pan-left, ...
     camera_strength: float = 1.0  # how strongly frames follow frame 0 along the camera path, 0..1 (0 = off)
+    denoising_strength: float = DEFAULT_STRENGTH  # video to video: how far init frames are noised, 0..1
 
     def __post_init__(self):
         if not isinstance(self.prompt, str) or not isinstance(self.negative_prompt, str):
@@ -80,6 +83,7 @@ class VideoSettings:
         self.fusion()  # validates strengths and mode
         _check_range("camera_strength", self.camera_strength, 0, 1, float)
         self.camera_move()  # validates the choice
+        check_strength(self.denoising_strength)
 
     def fusion(self) -> FusionSettings:
         return FusionSettings(strength=self.fusion_strength, mode=self.fusion_mode,
@@ -174,11 +178,26 @@ def _anchor_first(model, settings: VideoSettings, keyframes: List[Keyframe], see
     return [Keyframe(0, latent, 1.0, prompt)] + [kf for kf in keyframes if kf.frame != 0]
 
 
+def _start(settings: VideoSettings, sigmas, generators, device, init_latents: Optional[torch.Tensor]):
+    """Sigmas and first sampler input: pure noise, or video to video's init latents noised to the strength."""
+    shape = (1, 4, settings.frames, settings.height // 8, settings.width // 8)
+    noise = initial_noise(shape, generators, torch.float32, device)
+    if init_latents is None:
+        return sigmas, noise * sigmas[0]
+    if tuple(init_latents.shape) != shape:
+        raise CCDMError(f"init latents {tuple(init_latents.shape)} do not fit frames x size {shape}")
+    sigmas = img2img_sigmas(sigmas, settings.denoising_strength)
+    return sigmas, noised_init(init_latents.to(device), noise, sigmas, settings.denoising_strength)
+
+
 @torch.no_grad()
 def sample_latents(model, motion: Optional[MotionModule], settings: VideoSettings, seed: int,
                    progress: bool = False, callback: Optional[Callable] = None,
-                   keyframes: Sequence[Keyframe] = ()) -> torch.Tensor:
-    """The denoised latent video `1 4 f h/8 w/8` (cond and uncond are separate videos of one UNet batch)."""
+                   keyframes: Sequence[Keyframe] = (), init_latents: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The denoised latent video `1 4 f h/8 w/8` (cond and uncond are separate videos of one UNet batch).
+
+    `init_latents` (`1 4 f h/8 w/8`, scaled): video to video, sampled from them at `settings.denoising_strength`.
+    """
     # 1. Keyframes, conditioning, schedule and noise.
     _check_motion(settings, motion)
     keyframes = _anchor_first(model, settings, check_keyframes(keyframes, settings.frames), seed)
@@ -187,10 +206,10 @@ def sample_latents(model, motion: Optional[MotionModule], settings: VideoSetting
     cond, uncond = _conditioning(model, settings, keyframes, device, dtype)
     key_latents = encode_keyframes(model.vae.encode, keyframes, settings.width, settings.height, model.scale_factor)
     alphas_cumprod = _alphas_cumprod(model, motion)
-    sigmas = _sigmas(settings, alphas_cumprod).to(device)
     generators = video_generators([seed])
-    shape = (1, 4, settings.frames, settings.height // 8, settings.width // 8)
-    x = initial_noise(shape, generators, torch.float32, device) * sigmas[0]
+    sigmas, x = _start(settings, _sigmas(settings, alphas_cumprod).to(device), generators, device, init_latents)
+    if len(sigmas) == 1:  # strength 0: nothing to sample
+        return x
     fusion = settings.fusion()
     frame_ctx = FrameContext(fusion.cross_frame_strength)
     # 2. Patches for the run (fused attention, cross-frame attention, motion module), all restored on exit.
@@ -209,7 +228,7 @@ def sample_latents(model, motion: Optional[MotionModule], settings: VideoSetting
         feedback = FeedbackDenoiser(windowed, sigmas, fusion, key_latents,
                                     {kf.frame: kf.strength for kf in keyframes}, fusion_module,
                                     camera=settings.camera_move(), camera_strength=settings.camera_strength)
-        bar, report = _progress(settings.steps, progress, callback)
+        bar, report = _progress(len(sigmas) - 1, progress, callback)
         with bar:
             sampler = get_sampler(settings.sampler)
             return sampler(feedback, x, sigmas, extra_args={"cond": cond, "uncond": uncond}, callback=report,
@@ -228,20 +247,35 @@ def decode_frames(model, latents: torch.Tensor) -> np.ndarray:
     return np.stack(frames)
 
 
+def encode_source(model, frames: np.ndarray) -> torch.Tensor:
+    """Video to video's init latents: each source frame VAE-encoded with the model's VAE (scaled)."""
+    vae = model.vae
+    dtype, device = next(vae.parameters()).dtype, next(vae.parameters()).device
+    return encode_frames(lambda x: vae.encode(x.to(device, dtype)), frames, model.scale_factor)
+
+
 def generate(model, motion: Optional[MotionModule], settings: VideoSettings, progress: bool = False,
              callback: Optional[Callable] = None, motion_name: str = "",
-             keyframes: Sequence[Keyframe] = ()) -> VideoResult:
-    """Text to video with the standalone engine."""
+             keyframes: Sequence[Keyframe] = (), source_frames: Optional[np.ndarray] = None,
+             source_label: Optional[str] = None) -> VideoResult:
+    """Text to video with the standalone engine; video to video when `source_frames` (f h w 3 uint8) are given."""
     start = time.perf_counter()
     seed = settings.seed if settings.seed >= 0 else secrets.randbelow(2**32)
-    latents = sample_latents(model, motion, settings, seed, progress, callback, keyframes)
+    init = None
+    if source_frames is not None:
+        if source_frames.shape[:3] != (settings.frames, settings.height, settings.width):
+            raise CCDMError(f"source frames {source_frames.shape[:3]} do not match frames x height x width "
+                            f"{(settings.frames, settings.height, settings.width)}")
+        init = encode_source(model, source_frames)
+    latents = sample_latents(model, motion, settings, seed, progress, callback, keyframes, init)
     frames = decode_frames(model, latents)
-    info = build_video_infotext(settings, seed, model, motion, motion_name, keyframes)
+    info = build_video_infotext(settings, seed, model, motion, motion_name, keyframes,
+                                source_label if source_frames is not None else None)
     return VideoResult(frames, latents, seed, info, time.perf_counter() - start)
 
 
 def build_video_infotext(settings: VideoSettings, seed: int, model, motion, motion_name: str = "",
-                         keyframes: Sequence[Keyframe] = ()) -> str:
+                         keyframes: Sequence[Keyframe] = (), source_label: Optional[str] = None) -> str:
     from .infotext import build_infotext
     from .keyframes import format_value_schedule
 
@@ -260,5 +294,7 @@ def build_video_infotext(settings: VideoSettings, seed: int, model, motion, moti
         **camera_infotext(settings.camera_move(), settings.camera_strength),
         "CCDM keyframes": format_value_schedule({kf.frame: kf.strength for kf in keyframes if kf.image is not None})
         or None,
+        "Denoising strength": settings.denoising_strength if source_label else None,
+        SOURCE_KEY: source_label,
     }
     return build_infotext(settings.prompt, settings.negative_prompt, params)
