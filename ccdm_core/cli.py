@@ -173,8 +173,10 @@ def _source(args, width: int, height: int):
 def _clip_settings(args, clip) -> dict:
     """frames, fps, camera and strength: the source's when there is one, else text to video's defaults."""
     if clip is None:
-        return {"frames": args.frames or 16, "fps": args.fps or 8.0, "camera": args.camera or "auto"}
-    return {"frames": len(clip.frames), "fps": args.fps or round(clip.fps, 3), "camera": args.camera or "none",
+        return {"frames": 16 if args.frames is None else args.frames, "fps": 8.0 if args.fps is None else args.fps,
+                "camera": args.camera or "auto"}
+    return {"frames": len(clip.frames), "fps": round(clip.fps, 3) if args.fps is None else args.fps,
+            "camera": args.camera or "none",
             "denoising_strength": args.strength}
 
 

@@ -28,7 +28,9 @@ def test_defaults_round_trip_by_field_name():
     assert data == {"schema": 1, "enabled": False, "motion_module": "", "frames": 16, "fps": 8.0,
                     "context_length": 16, "context_overlap": 4, "closed_loop": False, "formats": ["mp4"],
                     "fusion_strength": 0.5, "cross_frame_strength": 0.5, "fusion_mode": "temporal", "keyframes": [],
-                    "anchor_first": False, "camera": "auto", "camera_strength": 1.0}
+                    "anchor_first": False, "camera": "auto", "camera_strength": 1.0, "source_video": "",
+                    "source_start": 0, "source_stride": 1, "source_fit": "crop", "denoising_strength": 0.6,
+                    "keep_audio": True}
     assert json.loads(json.dumps(data)) == data
     assert CCDMSettings.from_dict(data) == s
     assert CCDMSettings.from_dict(json.dumps(data)) == s
@@ -44,12 +46,18 @@ def test_partial_object_takes_the_rest_from_defaults():
 
 @pytest.mark.parametrize("data,field,words", [
     ({"colour": 1}, "colour", "unknown field; accepted fields: enabled, motion_module, frames"),
-    ({"frames": 0}, "frames", "out of range; accepted 1..1024"),
-    ({"frames": 2000}, "frames", "accepted 1..1024"),
+    ({"frames": 2000}, "frames", "accepted 0..1024"),
+    ({"fps": 0.05}, "fps", "accepted 0.1..120"),
+    ({"source_stride": 0}, "source_stride", "accepted 1..1000"),
+    ({"source_start": -1}, "source_start", "accepted 0..10000000"),
+    ({"source_fit": "stretch"}, "source_fit", "accepted: crop, pad"),
+    ({"denoising_strength": 1.5}, "denoising_strength", "accepted 0..1"),
+    ({"keep_audio": "no"}, "keep_audio", "true or false"),
+    ({"source_video": "/etc/passwd"}, "source_video", "neither a data URL nor base64"),
+    ({"source_video": 12}, "source_video", "must be a data URL or base64"),
     ({"frames": "16"}, "frames", "must be an integer"),
     ({"frames": True}, "frames", "must be an integer"),
     ({"frames": 16.5}, "frames", "must be an integer"),
-    ({"fps": 0}, "fps", "accepted 0.1..120"),
     ({"fps": float("nan")}, "fps", "must be a number"),
     ({"enabled": "yes"}, "enabled", "true or false"),
     ({"context_overlap": 16}, "context_overlap", "smaller than context_length 16; accepted 0..15"),
@@ -85,7 +93,7 @@ def test_txt2vid_request_fields_by_name():
 
 @pytest.mark.parametrize("body,field", [({"prompt": "x", "strength": 1}, "strength"), ({"width": 100}, "width"),
                                         ({"height": 4096}, "height"), ({"steps": 0}, "steps"),
-                                        ({"seed": -2}, "seed"), ({"frames": 0}, "frames"), ({"prompt": 1}, "prompt")])
+                                        ({"seed": -2}, "seed"), ({"frames": -1}, "frames"), ({"prompt": 1}, "prompt")])
 def test_txt2vid_request_bad_fields(body, field):
     with pytest.raises(CCDMSettingsError) as info:
         Txt2VidRequest.from_dict(body)

@@ -46,17 +46,20 @@ def test_script_and_tab_build_under_gradio_3_41_2(report):
                                    "ui_tabs"]
     assert report["tabs"] == [["txt2vid", "ccdm_txt2vid"]]
     assert report["options"] == ["ccdm_default_formats", "ccdm_default_motion_module", "ccdm_keep_module_in_memory",
-                                 "ccdm_outdir", "ccdm_save_frames"]
+                                 "ccdm_outdir", "ccdm_save_frames", "ccdm_source_max_mb"]
     label = f"tiny_v2 [{report['sha'][:10]}]"
     assert report["module_label"] == label
     for tab in ("txt2img", "img2img"):
         built = report[tab]
-        assert built["components"] == ["State"] and built["infotext_fields"] == 13
+        # the settings State, then the accordion's video-source upload (a second script arg; the API leaves it out)
+        assert built["components"] == ["State", "File"] and built["infotext_fields"] == 16
         assert built["value"] == {"schema": 1, "enabled": False, "motion_module": label, "frames": 16, "fps": 8.0,
                                   "context_length": 16, "context_overlap": 4, "closed_loop": False,
                                   "formats": ["mp4"], "fusion_strength": 0.5, "cross_frame_strength": 0.5,
                                   "fusion_mode": "temporal", "keyframes": [], "anchor_first": False,
-                                  "camera": "auto", "camera_strength": 1.0}
+                                  "camera": "auto", "camera_strength": 1.0, "source_video": "", "source_start": 0,
+                                  "source_stride": 1, "source_fit": "crop", "denoising_strength": 0.6,
+                                  "keep_audio": True}
 
 
 def test_camera_controls_build_and_feed_the_settings(report):
@@ -76,29 +79,31 @@ def test_camera_controls_build_and_feed_the_settings(report):
     for name in ("camera", "camera_strength"):  # Generate reads it (after id_task), Paste sets it
         assert events[f"ccdm_txt2vid_{name}"] == [["click", "input", fields.index(name) + 1],
                                                   ["click", "output", fields.index(name)]]
-    assert fields[-1] == "keyframes"
+    assert fields[-6:] == ["keyframes", "source_start", "source_stride", "source_fit", "denoising_strength",
+                           "keep_audio"]
 
 
 def test_paste_selects_the_module_by_hash_and_fills_the_fields(report):
     label = f"tiny_v2 [{report['sha'][:10]}]"
     assert report["script_paste"] == [True, label, "12", "10", 8, 2, True, 0.25, 0, "keyframe", True, "pan-left",
-                                      0.5]
+                                      0.5, "<update>", "<update>", "<update>"]  # no CCDM source: left as they are
     assert report["tab_paste"] == ["a cat", "dog", "DDIM", 9, 6.5, 256, 320, 3, label, 12, 10, 8, 2, True,
                                    "<update>", 0.25, 0, "keyframe", True, "pan-left", 0.5,
-                                   "<update>"]  # images: not in infotext
+                                   "<update>"] + ["<update>"] * 5  # images: not in infotext; no source
     assert report["tab_paste_old"] == ["a cat", "dog", "DDIM", 9, 6.5, 256, 320, 3, label, 12, 10, 8, 2, True,
                                        "<update>", "<update>", "<update>", "<update>", False, "none", "<update>",
-                                       "<update>"]
+                                       "<update>"] + ["<update>"] * 5
 
 
 def test_paste_sets_the_camera_a_ccdm_run_followed_and_leaves_it_otherwise(report):
     """`CCDM camera: pan left 0.5` -> pan-left, 0.5 (test above). A CCDM infotext without the entry was made without
     camera guidance: camera none, strength left. An infotext without CCDM entries, or an unreadable entry: both
     controls left as they are."""
-    assert report["script_paste_old"][-2:] == ["none", "<update>"]
-    assert report["script_paste_plain"][-2:] == ["<update>", "<update>"]
-    assert report["tab_paste_plain"][-3:] == ["<update>", "<update>", "<update>"]
-    assert report["script_paste_bad_camera"][-2:] == ["<update>", "<update>"]
+    camera = slice(-5, -3)  # the three source readers follow the camera controls
+    assert report["script_paste_old"][camera] == ["none", "<update>"]
+    assert report["script_paste_plain"][camera] == ["<update>", "<update>"]
+    assert report["tab_paste_plain"][-8:-5] == ["<update>", "<update>", "<update>"]
+    assert report["script_paste_bad_camera"][camera] == ["<update>", "<update>"]
 
 
 def test_controls_and_tab_inputs_become_validated_settings(report):
@@ -117,6 +122,8 @@ def test_controls_and_tab_inputs_become_validated_settings(report):
     assert request["keyframes"] == [{"frame": 3, "image": "data:image/png;base64,AAAA", "strength": 0.5,
                                      "prompt": None, "controlnet": None}]
     assert (request["anchor_first"], request["camera"], request["camera_strength"]) == (True, "zoom-out", 0.5)
+    assert [request[k] for k in ("source_start", "source_stride", "source_fit", "denoising_strength",
+                                 "keep_audio")] == [2, 3, "pad", 0.45, False]
 
 
 def test_api_routes_list_modules_and_reject_bad_fields_with_422(report):
@@ -128,7 +135,7 @@ def test_api_routes_list_modules_and_reject_bad_fields_with_422(report):
     status, body = report["bad_route"]
     assert status == 422 and body["detail"].startswith("colour: unknown field")
     status, body = report["bad_frames"]
-    assert status == 422 and body["detail"] == "frames: 5000 is out of range; accepted 1..1024"
+    assert status == 422 and body["detail"] == "frames: 5000 is out of range; accepted 0..1024"
     status, body = report["bad_keyframes"]
     assert status == 422 and body["detail"] == ("keyframes: keyframe at frame 8 is outside the clip; "
                                                 "accepted frames 0..7")

@@ -16,6 +16,7 @@ OPTION_DEFAULTS = {
     "ccdm_default_motion_module": "",
     "ccdm_keep_module_in_memory": True,
     "ccdm_outdir": os.path.join("outputs", "txt2vid-videos"),
+    "ccdm_source_max_mb": 500,  # video to video: the largest source file read
 }
 ANIMATEDIFF_EXTENSION = "sd-webui-animatediff"
 

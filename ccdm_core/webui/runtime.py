@@ -11,7 +11,7 @@ import dataclasses
 import re
 import threading
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from ..errors import CCDMError
 from ..motion import MotionModule
@@ -25,6 +25,7 @@ from .guidance import (EPS, UNSUPPORTED, X0, Guidance, Prediction, PromptSchedul
 from .outputs import ClipFiles, dated_folder, frames_from_unit_tensors, write_clip
 from .patches import check_run, restore_leftovers, video_patches
 from .settings import CCDMSettings, CCDMSettingsError, Txt2VidRequest
+from .video_source import VideoSource, init_images, keep_audio, read_run_source
 
 _AND = re.compile(r"\bAND\b")
 _EXTRA_NETWORK = re.compile(r"<[^<>:]+:[^<>]*>")  # <lora:name:1> and the like
@@ -112,6 +113,7 @@ class VideoRun:
     clips: List[ClipFiles] = dataclasses.field(default_factory=list)
     guidance: Optional[Guidance] = None  # fusion, keyframe latents, camera; current only while p.sample runs
     prompts: Optional[PromptSchedule] = None  # keyframe prompts' conditioning, encoded once by the WebUI's model
+    source: Optional[VideoSource] = None  # video to video: the source read at the run's size (its frames are p's init)
 
     def fail(self, err: Exception) -> None:
         if self.error is None:
@@ -132,6 +134,8 @@ def prepare(run: VideoRun, p) -> None:
         run.guidance = _guidance(p, run, prompt)
         run.prompts = _prompt_schedule(p, run)
         p.extra_generation_params.update(run.settings.infotext_params(run.entry.label, prompt))
+        if run.source is not None:
+            p.extra_generation_params.update(run.settings.source_params(run.source.clip.sha256))
     except CCDMError as err:
         run.fail(err)
     except Exception as err:  # the WebUI swallows errors in process(): keep it for p.sample to raise as it is
@@ -353,8 +357,9 @@ def _fresh_sampler(p, run: VideoRun):
 
 @contextlib.contextmanager
 def _first_frame_keyframe(p, run: VideoRun):
-    """img2img: the init image is the first frame of each video (frame 0 masked to the init latent)."""
-    init_latent = getattr(p, "init_latent", None) if run.is_img2img else None
+    """img2img: the init image is the first frame of each video (frame 0 masked to the init latent); with a source
+    video every frame has its own init, so nothing is pinned."""
+    init_latent = getattr(p, "init_latent", None) if run.is_img2img and run.source is None else None
     if init_latent is None:
         yield
         return
@@ -391,6 +396,7 @@ def write_clips(p, processed, run: VideoRun, folder: Path) -> List[ClipFiles]:
         seed = p.all_seeds[n * frames] if getattr(p, "all_seeds", None) else processed.seed
         run.clips.append(write_clip(clip, folder, seed, run.settings.formats, run.settings.fps, info,
                                     bool(env.opt("ccdm_save_frames"))))
+    keep_audio(run.clips, run.settings, run.source)
     return run.clips
 
 
@@ -411,24 +417,43 @@ class Txt2VidResult:
     interrupted: bool
 
 
-def run_txt2vid(request: Txt2VidRequest) -> Txt2VidResult:
-    """Text to video through the WebUI's processing (the caller holds the WebUI's queue lock)."""
+def _processing(request: Txt2VidRequest, settings: CCDMSettings, source: Optional[VideoSource]):
+    """txt2img for text to video; img2img with one init image per frame for video to video (at strength 1 the
+    init is ignored, so txt2img again: the source then drives ControlNet units only)."""
     from modules import processing, shared
 
+    common = dict(sd_model=shared.sd_model, outpath_samples=str(clip_folder()), outpath_grids=str(clip_folder()),
+                  prompt=request.prompt, negative_prompt=request.negative_prompt, seed=request.seed,
+                  sampler_name=request.sampler_name, batch_size=settings.frames, n_iter=1, steps=request.steps,
+                  cfg_scale=request.cfg_scale, width=request.width, height=request.height,
+                  do_not_save_samples=True, do_not_save_grid=True)
+    if source is not None and settings.denoising_strength < 1.0:
+        return processing.StableDiffusionProcessingImg2Img(init_images=init_images(source), resize_mode=0,
+                                                           denoising_strength=settings.denoising_strength, **common)
+    p = processing.StableDiffusionProcessingTxt2Img(**common)
+    p.denoising_strength = None  # no hires pass: keeps "Denoising strength" out of the infotext, as txt2img does
+    return p
+
+
+def run_txt2vid(request: Txt2VidRequest, upload: Any = None) -> Txt2VidResult:
+    """Text (or video, from `request.video.source_video` or an uploaded file) to video through the WebUI's
+    processing (the caller holds the WebUI's queue lock)."""
+    from modules import processing
+
     restore_leftovers()
-    # 1. Check the request against the WebUI: sampler, module, checkpoint.
+    # 1. Check the request against the WebUI: sampler, module, checkpoint; read the source video.
     if request.sampler_name not in env.all_sampler_names():
         raise CCDMSettingsError("sampler_name", f"unknown sampler {request.sampler_name!r}; accepted: "
                                 f"{', '.join(env.sampler_names())}")
-    settings = request.video
-    p = processing.StableDiffusionProcessingTxt2Img(
-        sd_model=shared.sd_model, outpath_samples=str(clip_folder()), outpath_grids=str(clip_folder()),
-        prompt=request.prompt, negative_prompt=request.negative_prompt, seed=request.seed,
-        sampler_name=request.sampler_name, batch_size=settings.frames, n_iter=1, steps=request.steps,
-        cfg_scale=request.cfg_scale, width=request.width, height=request.height,
-        do_not_save_samples=True, do_not_save_grid=True)
-    p.denoising_strength = None  # no hires pass: keeps "Denoising strength" out of the infotext, as txt2img does
-    run = VideoRun(settings)
+    settings, source = read_run_source(request.video, request.width, request.height, upload)
+    with contextlib.closing(source) if source is not None else contextlib.nullcontext():
+        return _run_video(request, settings, source, processing)
+
+
+def _run_video(request: Txt2VidRequest, settings: CCDMSettings, source: Optional[VideoSource],
+               processing) -> Txt2VidResult:
+    p = _processing(request, settings, source)
+    run = VideoRun(settings, is_img2img=hasattr(p, "init_images"), source=source)
     with contextlib.closing(p):
         prepare(run, p)
         if run.error is not None:
@@ -436,7 +461,7 @@ def run_txt2vid(request: Txt2VidRequest) -> Txt2VidResult:
         # 2. Sample and decode through the WebUI; the wrapped p.sample holds the patches.
         install_sample_wrapper(p, run)
         try:
-            with controlnet_scripts(p, settings):  # the route's p has no scripts: ControlNet's alone, put back after
+            with controlnet_scripts(p, settings, run.is_img2img):  # the route's p has no scripts: ControlNet's alone, put back after
                 processed = processing.process_images(p)
         finally:
             release_modules()

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from modules import scripts
 
-from . import controlnet, env
+import dataclasses
+
+from . import controlnet, env, video_source
 from .patches import restore_leftovers
 from .settings import CCDMSettings, CCDMSettingsError
 
@@ -31,7 +33,7 @@ class CCDMScript(scripts.Script):
         return build_script_ui(self, is_img2img)
 
     def before_process(self, p, *args):
-        before_process(p, args[0] if args else None, self.is_img2img)
+        before_process(p, args[0] if args else None, self.is_img2img, args[1] if len(args) > 1 else None)
 
     def process(self, p, *args):
         process(p)
@@ -40,11 +42,13 @@ class CCDMScript(scripts.Script):
         postprocess(p, processed)
 
 
-def before_process(p, raw, is_img2img: bool) -> None:
-    """Parse the settings; when enabled, frames -> p.batch_size and the sampling wrapper is installed."""
+def before_process(p, raw, is_img2img: bool, upload=None) -> None:
+    """Parse the settings; when enabled, frames -> p.batch_size and the sampling wrapper is installed; a source
+    video (uploaded in the accordion, or `source_video` in the settings) becomes img2img's init images."""
     from . import runtime
 
     restore_leftovers()  # defensive: a previous run that never reached its finally
+    video_source.close_leftovers()
     try:
         settings = CCDMSettings.from_dict(raw, env.default_settings())
     except CCDMSettingsError as err:
@@ -53,17 +57,38 @@ def before_process(p, raw, is_img2img: bool) -> None:
         if not settings.enabled:
             return
         run = runtime.VideoRun(settings, is_img2img)
-        if is_img2img and len(getattr(p, "init_images", None) or []) > 1:
+        _read_source(p, run, upload)
+        if run.error is None and is_img2img and run.source is None and len(getattr(p, "init_images", None) or []) > 1:
             run.fail(CCDMSettingsError("init_images", "CCDM takes one init image (the first frame of every video), "
-                                       f"got {len(p.init_images)}"))
-        else:
-            p.batch_size = settings.frames
+                                       f"got {len(p.init_images)}; several frames come from a source video"))
+        if run.error is None:
+            p.batch_size = run.settings.frames
             try:  # keyframe ControlNet conditions go into free ControlNet units before ControlNet's process()
-                controlnet.install_units(p, settings)
+                controlnet.install_units(p, run.settings)
             except CCDMSettingsError as err:
                 run.fail(err)
     setattr(p, RUN_ATTR, run)
     runtime.install_sample_wrapper(p, run)
+
+
+def _read_source(p, run, upload) -> None:
+    """img2img: the source frames replace the init image (one per frame; the tab's denoising strength applies).
+    txt2img cannot take init images: there the source drives ControlNet units only."""
+    try:
+        settings, source = video_source.read_run_source(run.settings, int(p.width), int(p.height), upload)
+    except CCDMSettingsError as err:
+        run.fail(err)
+        return
+    if source is None:
+        return
+    run.source = source
+    if run.is_img2img:
+        p.init_images = video_source.init_images(source)
+        settings = dataclasses.replace(settings, denoising_strength=float(p.denoising_strength))
+    elif not controlnet.available():
+        run.fail(CCDMSettingsError("source_video", "in txt2img a source video drives ControlNet units only, and "
+                                   "ControlNet is not installed; for init frames use img2img or the txt2vid tab"))
+    run.settings = settings
 
 
 def process(p) -> None:
@@ -82,6 +107,7 @@ def postprocess(p, processed) -> None:
     controlnet.restore_units(p)  # ControlNet's own units as they were (a no-op when CCDM installed none)
     run = getattr(p, RUN_ATTR, None)
     if run is None or run.error is not None or run.module is None:
+        video_source.close_leftovers()
         return
     try:
         clips = runtime.write_clips(p, processed, run, runtime.clip_folder(p))
@@ -91,4 +117,5 @@ def postprocess(p, processed) -> None:
         print(lines[0])
     finally:
         runtime.release_modules()
+        video_source.close_leftovers()
     processed.comments = (processed.comments or "") + "".join(f"{line}\n" for line in lines)

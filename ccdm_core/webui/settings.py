@@ -15,6 +15,8 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 from ..camera import CAMERA_CHOICES, MOVES, camera_infotext, resolve_camera
 from ..errors import CCDMError
 from ..fusion import FusionMode
+from ..init_frames import DEFAULT_STRENGTH, SOURCE_KEY, parse_source_label
+from ..sources import SOURCE_FITS, looks_like_path
 from ..keyframes import (Keyframe, check_keyframes, format_value_schedule, image_digest, parse_keyframes_json,
                          parse_value_schedule)
 
@@ -37,6 +39,11 @@ KEY_KEYFRAMES = "CCDM keyframes"
 KEY_KEYFRAME_IMAGES = "CCDM keyframe images"  # `0:<sha256 first 10 hex>, 12:...`, matched on paste
 KEY_ANCHOR_FIRST = "CCDM anchor first"  # written only when on: `true`
 KEY_CAMERA = "CCDM camera"  # written only when camera guidance acted: `zoom in 1` (the move, then the strength)
+KEY_SOURCE = SOURCE_KEY  # video to video: `<sha256 first 10 hex> <start>/<stride>/<frames>`; the video is not in it
+KEY_STRENGTH = "Denoising strength"  # the WebUI's own key, written for a video-to-video run
+STRIDE_RANGE = (1, 1000)
+_DATA_URL = re.compile(r"^data:[^,]*;base64,", re.IGNORECASE)
+_BASE64 = re.compile(r"^[A-Za-z0-9+/=_\-\s]+$")
 FUSION_MODES = tuple(m.value for m in FusionMode)
 STRENGTH_RANGE = (0.0, 1.0)
 _FUSION = re.compile(r"^\s*([-+0-9.eE]+)\s*/\s*([-+0-9.eE]+)\s*/\s*([a-z]+)\s*$")
@@ -130,13 +137,23 @@ class CCDMSettings:
     anchor_first: bool = False  # frame 0 rendered by the plain text-to-image model first, then a keyframe
     camera: str = "auto"  # camera-move guidance: auto (the move the prompt names) | none | zoom-in, pan-left, ...
     camera_strength: float = 1.0  # how strongly frames follow frame 0 along the camera path; 0 = off
+    # video to video: the source (a data URL or base64 of the file, never a server path; not in the infotext) and
+    # how it is read; with a source, frames 0 and fps 0 mean "what the source gives" (its count, its fps / stride)
+    source_video: str = ""
+    source_start: int = 0
+    source_stride: int = 1
+    source_fit: str = "crop"
+    denoising_strength: float = DEFAULT_STRENGTH
+    keep_audio: bool = True
 
     def __post_init__(self):
         set_ = object.__setattr__  # frozen: normalise in place once
         set_(self, "enabled", _bool("enabled", self.enabled))
         set_(self, "motion_module", _str("motion_module", self.motion_module).strip())
-        set_(self, "frames", _int("frames", self.frames, *FRAMES_RANGE))
-        set_(self, "fps", _float("fps", self.fps, *FPS_RANGE))
+        set_(self, "source_video", _source_video(self.source_video))
+        set_(self, "frames", _int("frames", self.frames, 0, FRAMES_RANGE[1]))  # 0: all a source video gives
+        if self.fps != 0:  # 0: a source video's fps / stride
+            set_(self, "fps", _float("fps", self.fps, *FPS_RANGE))
         set_(self, "context_length", _int("context_length", self.context_length, *CONTEXT_RANGE))
         set_(self, "context_overlap", _int("context_overlap", self.context_overlap, 0, CONTEXT_RANGE[1]))
         if self.context_overlap >= self.context_length:
@@ -147,10 +164,16 @@ class CCDMSettings:
         set_(self, "fusion_strength", _float("fusion_strength", self.fusion_strength, *STRENGTH_RANGE))
         set_(self, "cross_frame_strength", _float("cross_frame_strength", self.cross_frame_strength, *STRENGTH_RANGE))
         set_(self, "fusion_mode", _fusion_mode(self.fusion_mode))
-        set_(self, "keyframes", _keyframes(self.keyframes, self.frames))
+        set_(self, "keyframes", _keyframes(self.keyframes, self.frames or FRAMES_RANGE[1]))
         set_(self, "anchor_first", _bool("anchor_first", self.anchor_first))
         set_(self, "camera", _camera(self.camera))
         set_(self, "camera_strength", _float("camera_strength", self.camera_strength, *STRENGTH_RANGE))
+        set_(self, "source_start", _int("source_start", self.source_start, 0, 10**7))
+        set_(self, "source_stride", _int("source_stride", self.source_stride, *STRIDE_RANGE))
+        if self.source_fit not in SOURCE_FITS:
+            raise CCDMSettingsError("source_fit", f"unknown fit {self.source_fit!r}; accepted: {', '.join(SOURCE_FITS)}")
+        set_(self, "denoising_strength", _float("denoising_strength", self.denoising_strength, *STRENGTH_RANGE))
+        set_(self, "keep_audio", _bool("keep_audio", self.keep_audio))
 
     @classmethod
     def field_names(cls) -> Tuple[str, ...]:
@@ -169,7 +192,10 @@ class CCDMSettings:
         if not isinstance(data, Mapping):
             raise CCDMSettingsError("settings", f"must be an object with fields {', '.join(cls.field_names())}, "
                                     f"got {type(data).__name__}")
-        return dataclasses.replace(base, **_known_fields(data, cls.field_names()))
+        fields = _known_fields(data, cls.field_names())
+        if fields.get("source_video"):  # a source gives the count and the rate unless they are asked for
+            fields = {"frames": 0, "fps": 0, **fields}
+        return dataclasses.replace(base, **fields)
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON-able dict by field name, with the schema version."""
@@ -204,6 +230,11 @@ class CCDMSettings:
         out.update(self.camera_params(prompt))
         return out
 
+    def source_params(self, sha256: str) -> Dict[str, Any]:
+        """The video-to-video infotext entries of a run whose source file has this sha256."""
+        label = f"{sha256[:10]} {self.source_start}/{self.source_stride}/{self.frames}"
+        return {KEY_SOURCE: label, KEY_STRENGTH: _number_text(self.denoising_strength)}
+
     def camera_params(self, prompt: str = "") -> Dict[str, str]:
         """`{KEY_CAMERA: "zoom in 1"}` when camera guidance acts for this prompt, else {}."""
         entry = camera_infotext(self.camera_move(prompt), self.camera_strength)
@@ -211,6 +242,19 @@ class CCDMSettings:
 
     def fusion_label(self) -> str:
         return f"{self.fusion_strength:g}/{self.cross_frame_strength:g}/{self.fusion_mode}"
+
+
+def _source_video(value: Any) -> str:
+    """A data URL or base64 text of a video file (checked by its alphabet here, decoded when the run starts)."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise CCDMSettingsError("source_video", f"must be a data URL or base64 of a video file, got "
+                                f"{type(value).__name__}")
+    if value and (looks_like_path(value) or not (_DATA_URL.match(value) or _BASE64.match(value[:4096]))):
+        raise CCDMSettingsError("source_video", "is neither a data URL nor base64; accepted: a data URL or base64 "
+                                "of a video file (a server path is never read)")
+    return value
 
 
 def _fusion_mode(value: Any) -> str:
@@ -309,7 +353,23 @@ def settings_from_infotext(params: Mapping[str, str], base: Optional[CCDMSetting
         values.update(parse_fusion(params[KEY_FUSION]))
     values["anchor_first"] = parse_anchor_first(params)
     values.update(camera_from_infotext(params))
+    values.update(source_from_infotext(params))
     return dataclasses.replace(base, **values)
+
+
+def source_from_infotext(params: Mapping[str, str]) -> Dict[str, Any]:
+    """The video-to-video options of a `CCDM source` entry (start, stride, frames) and its strength; the video
+    itself is not in the infotext and must be given again."""
+    if KEY_SOURCE not in params:
+        return {}
+    try:
+        values = parse_source_label(params[KEY_SOURCE])
+    except CCDMError as err:
+        raise CCDMSettingsError("source", str(err)) from None
+    values.pop("source_sha256")
+    if KEY_STRENGTH in params:
+        values["denoising_strength"] = _number_from_text("denoising_strength", params[KEY_STRENGTH])
+    return values
 
 
 def camera_from_infotext(params: Mapping[str, str]) -> Dict[str, Any]:

@@ -9,7 +9,9 @@ import gradio as gr
 from ..infotext import parse_infotext
 from . import env, timeline
 from .controlnet import controlnet_options_json
-from .settings import KEY_CAMERA, KEY_FUSION, SIZE_RANGE, CCDMSettingsError, Txt2VidRequest, settings_from_infotext
+from .settings import (KEY_CAMERA, KEY_FUSION, KEY_SOURCE, SIZE_RANGE, CCDMSettingsError, Txt2VidRequest,
+                       settings_from_infotext)
+from .source_ui import SOURCE_FIELDS, pasted_source_note, source_controls, wire_preview
 from .ui import FUSION_FIELDS, module_picker, pasted_module, settings_from_controls, video_controls
 
 TAB_ID = "ccdm_txt2vid"
@@ -26,7 +28,7 @@ SUBMIT_JS = """function() {
 REQUEST_FIELDS = ("prompt", "negative_prompt", "sampler_name", "steps", "cfg_scale", "width", "height", "seed")
 VIDEO_FIELDS = ("motion_module", "frames", "fps", "context_length", "context_overlap", "closed_loop", "formats",
                 "fusion_strength", "cross_frame_strength", "fusion_mode", "anchor_first", "camera", "camera_strength",
-                "keyframes")
+                "keyframes", "source_start", "source_stride", "source_fit", "denoising_strength", "keep_audio")
 
 
 def _prompt_column() -> Dict[str, Any]:
@@ -84,6 +86,7 @@ def build_tab() -> gr.Blocks:
                 c["motion_module"], _, _ = module_picker(TAB_ID)
                 c.update(video_controls(TAB_ID, env.default_settings()))
                 _take_out(c.pop("keyframes"))  # the tab edits keyframes on the timeline below
+                c.update(source_controls(TAB_ID, env.default_settings()))
             c.update(_output_column())
         panel = timeline.timeline_panel(f"{TAB_ID}_frames", f"{TAB_ID}_fps", f"{TAB_ID}_gallery",
                                         controlnet_options=controlnet_options_json)  # evaluated at page load
@@ -104,13 +107,14 @@ def _wire(c: Dict[str, Any]) -> None:
     from modules import shared
     from modules.call_queue import wrap_gradio_gpu_call
 
-    inputs = [c["id_task"]] + [c[n] for n in REQUEST_FIELDS + VIDEO_FIELDS]
+    wire_preview(c, c["frames"])
+    inputs = [c["id_task"]] + [c[n] for n in REQUEST_FIELDS + VIDEO_FIELDS] + [c["source_upload"]]
     outputs = [c["video"], c["gallery"], c["infotext"], c["html_info"]]
     c["generate"].click(fn=wrap_gradio_gpu_call(generate, extra_outputs=[None, None, ""]), _js=SUBMIT_JS,
                         inputs=inputs, outputs=outputs, show_progress=False)
     c["interrupt"].click(fn=lambda: shared.state.interrupt(), inputs=[], outputs=[])
     c["skip"].click(fn=lambda: shared.state.skip(), inputs=[], outputs=[])
-    paste_targets = [c[n] for n in REQUEST_FIELDS + VIDEO_FIELDS] + [c["timeline_status"]]
+    paste_targets = [c[n] for n in REQUEST_FIELDS + VIDEO_FIELDS] + [c["timeline_status"], c["source_preview"]]
     c["paste"].click(fn=paste_with_timeline, inputs=[c["prompt"], c["keyframes"]], outputs=paste_targets,
                      show_progress=False)
 
@@ -130,13 +134,15 @@ def request_from_inputs(values: List[Any]) -> Txt2VidRequest:
 
 
 def generate(id_task: str, *values):
-    """Generate button (runs inside the WebUI's queue); returns video, frames, infotext, html."""
+    """Generate button (runs inside the WebUI's queue); returns video, frames, infotext, html. The last value is
+    the "Video source" upload (video to video when a file is there)."""
     from . import runtime
 
+    *values, upload = values
     request = request_from_inputs(list(values))
     keyframes = values[(REQUEST_FIELDS + VIDEO_FIELDS).index("keyframes")]
-    timeline.parse_timeline_state(keyframes, request.video.frames)  # names a broken image before the run starts
-    result = runtime.run_txt2vid(request)
+    timeline.parse_timeline_state(keyframes, request.video.frames or 1024)  # names a broken image before the run
+    result = runtime.run_txt2vid(request, upload)
     return (_playable(result), result.images, result.info, _summary_html(result))
 
 
@@ -163,7 +169,7 @@ def paste_with_timeline(text: str, current_keyframes: str):
     keyframes, status = timeline.pasted_keyframes(text, current_keyframes)
     if keyframes is not None:
         out[(REQUEST_FIELDS + VIDEO_FIELDS).index("keyframes")] = gr.update(value=keyframes)
-    return out + [status]
+    return out + [status, pasted_source_note(parse_infotext(text or "")[2])]
 
 
 def paste(text: str):
@@ -194,5 +200,7 @@ def paste(text: str):
             video.update(dict.fromkeys(FUSION_FIELDS))  # older clips: leave the fusion controls as they are
         if KEY_CAMERA not in params:
             video["camera_strength"] = None  # camera guidance was off (camera: none): the strength did nothing
+        if KEY_SOURCE not in params:  # text to video: the source controls are left as they are
+            video.update(dict.fromkeys(SOURCE_FIELDS))
     out = [values.get(n) for n in REQUEST_FIELDS] + [video.get(n) for n in VIDEO_FIELDS]
     return [gr.update() if v is None else (v if isinstance(v, dict) else gr.update(value=v)) for v in out]

@@ -9,6 +9,7 @@ import gradio as gr
 from ..camera import CAMERA_CHOICES
 from . import env
 from .discovery import label_hash
+from .source_ui import settings_from_source_controls, source_controls, source_infotext_fields, wire_preview
 from .settings import (CONTEXT_RANGE, FORMAT_NAMES, FPS_RANGE, FRAMES_RANGE, FUSION_MODES, KEY_CAMERA, KEY_CONTEXT,
                        KEY_FPS, KEY_FRAMES, KEY_FUSION, KEY_MODULE, STRENGTH_RANGE, CCDMSettings, CCDMSettingsError,
                        camera_from_infotext, parse_anchor_first, parse_camera, parse_context, parse_fusion)
@@ -19,7 +20,8 @@ REFRESH_SYMBOL = "\U0001f504"
 # Controls whose value lives in the settings object; they must not be reset from ui-config.json behind its back.
 CONTROL_FIELDS = ("enabled", "motion_module", "frames", "fps", "context_length", "context_overlap", "closed_loop",
                   "formats", "fusion_strength", "cross_frame_strength", "fusion_mode", "keyframes", "anchor_first",
-                  "camera", "camera_strength")
+                  "camera", "camera_strength", "source_start", "source_stride", "source_fit", "denoising_strength",
+                  "keep_audio")
 FUSION_FIELDS = ("fusion_strength", "cross_frame_strength", "fusion_mode")
 CAMERA_FIELDS = ("camera", "camera_strength")
 KEYFRAMES_PLACEHOLDER = '[{"frame": 0, "image": "data:image/png;base64,...", "strength": 1.0, "prompt": null}]'
@@ -71,8 +73,8 @@ def video_controls(elem_prefix: str, defaults: CCDMSettings) -> Dict[str, Any]:
     """frames, fps, context length/overlap/closed loop and formats, keyed by settings field."""
     c: Dict[str, Any] = {}
     with gr.Row():
-        c["frames"] = gr.Slider(minimum=FRAMES_RANGE[0], maximum=FRAMES_RANGE[1], step=1, value=defaults.frames,
-                                label="Frames", elem_id=f"{elem_prefix}_frames")
+        c["frames"] = gr.Slider(minimum=0, maximum=FRAMES_RANGE[1], step=1, value=defaults.frames,
+                                label="Frames (0: all a source video gives)", elem_id=f"{elem_prefix}_frames")
         c["fps"] = gr.Number(value=defaults.fps, label="FPS", minimum=FPS_RANGE[0], maximum=FPS_RANGE[1],
                              elem_id=f"{elem_prefix}_fps")
     with gr.Row():
@@ -149,6 +151,7 @@ def settings_from_controls(values: Dict[str, Any]) -> Dict[str, Any]:
             out[name] = float(out[name])
     if "keyframes" in out:
         out["keyframes"] = out["keyframes"] or ""  # JSON text; the settings parse and check it
+    out.update(settings_from_source_controls(out))
     return out
 
 
@@ -230,6 +233,8 @@ def infotext_fields(controls: Dict[str, Any]) -> List[Tuple[Any, Any]]:
         fields.append((controls["anchor_first"], pasted_anchor_first))
     readers = {"camera": pasted_camera, "camera_strength": pasted_camera_strength}
     fields += [(controls[name], readers[name]) for name in CAMERA_FIELDS if name in controls]
+    if "source_start" in controls:
+        fields += source_infotext_fields(controls)
     if "enabled" in controls:
         fields.insert(0, (controls["enabled"], lambda d: KEY_FRAMES in d or KEY_MODULE in d))
     return fields
@@ -245,12 +250,17 @@ def build_script_ui(script, is_img2img: bool) -> List[Any]:
                                           "= frames)", elem_id=f"{prefix}_enabled")
         controls["motion_module"], _, _ = module_picker(prefix)
         controls.update(video_controls(prefix, defaults))
-        if is_img2img:
-            gr.HTML("<p>img2img: the init image becomes the first frame of every video.</p>")
+        controls.update(source_controls(prefix, defaults, with_strength=False))
+        gr.HTML("<p>img2img: the init image becomes the first frame of every video; a video source replaces it, one "
+                "init frame per frame (the img2img denoising strength applies), and drives the enabled ControlNet units "
+                "without an image of their own, frame by frame.</p>" if is_img2img else
+                "<p>A video source drives the enabled ControlNet units without an image of their own, frame by "
+                "frame; for init frames use img2img or the txt2vid tab.</p>")
         state = gr.State(value=_state_default(defaults, controls["motion_module"].value))
     _bind_state(controls, state)
+    wire_preview(controls, controls["frames"])
     script.infotext_fields = infotext_fields(controls)
-    return [state]
+    return [state, controls["source_upload"]]
 
 
 def _state_default(defaults: CCDMSettings, module_label: Optional[str]) -> Dict[str, Any]:
@@ -290,6 +300,9 @@ def register_settings() -> None:
                                                         section=section),
         "ccdm_outdir": shared.OptionInfo(env.OPTION_DEFAULTS["ccdm_outdir"], "Output folder for txt2vid videos",
                                          section=section),
+        "ccdm_source_max_mb": shared.OptionInfo(env.OPTION_DEFAULTS["ccdm_source_max_mb"],
+                                                "Video to video: largest source video read (MB)", gr.Number,
+                                                {"minimum": 1}, section=section),
     }
     for key, info in options.items():
         shared.opts.add_option(key, info)
