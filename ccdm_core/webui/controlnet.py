@@ -460,21 +460,28 @@ def controlnet_frames(p, run, frames: Optional[Sequence[int]] = None) -> Iterato
     image, which then gets only frame 0's control). Without keyframe conditions it does nothing. On exit, whatever
     happens: ControlNet's forward is back on the UNet and its ControlParams hold exactly the objects they held
     before."""
+    from .controlnet_source import source_groups
+
     state = getattr(p, STATE_ATTR, None)
-    if state is None:
+    fed = source_groups(p)  # video to video: units fed by the source, one hint per frame (preprocessed once)
+    if state is None and not fed:
         yield FrameControl()
         return
     settings = getattr(run, "settings", run)
     # 1. Find what ControlNet prepared for the keyframe units and check it before touching anything.
-    cn = _require(state.controls[0].frame)
-    pairs = _prepared_params(cn.find_cn_script(p.scripts), state)
+    pairs = []
+    if state is not None:
+        cn = _require(state.controls[0].frame)
+        pairs = _prepared_params(cn.find_cn_script(p.scripts), state)
     unet = p.sd_model.model.diffusion_model
     if "forward" not in unet.__dict__:
-        raise CCDMSettingsError(FIELD, "ControlNet prepared the keyframe conditions but did not hook the UNet")
+        raise CCDMSettingsError(FIELD, "ControlNet prepared the CCDM conditions but did not hook the UNet")
     # 2. Plan the frames: owner and weight per frame, hints per control model.
-    plan = plan_frames(settings.frames, [(c.frame, c.spec) for c in state.controls], settings.closed_loop)
-    groups = build_groups(pairs, plan)
-    snapshot = _snapshot([param for _, param in pairs])
+    groups = list(fed)
+    if state is not None:
+        plan = plan_frames(settings.frames, [(c.frame, c.spec) for c in state.controls], settings.closed_loop)
+        groups += build_groups(pairs, plan)
+    snapshot = _snapshot([param for _, param in pairs] + [group.leader for group in fed])
     frames = list(range(settings.frames)) if frames is None else [int(f) for f in frames]
     if not frames or not all(0 <= f < settings.frames for f in frames):
         raise CCDMSettingsError("frames", f"frames {frames} must name frames of the clip, 0..{settings.frames - 1}")

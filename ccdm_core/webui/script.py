@@ -10,7 +10,7 @@ from modules import scripts
 
 import dataclasses
 
-from . import controlnet, env, video_source
+from . import controlnet, controlnet_source, env, video_source
 from .patches import restore_leftovers
 from .settings import CCDMSettings, CCDMSettingsError
 
@@ -81,14 +81,15 @@ def _read_source(p, run, upload) -> None:
         return
     if source is None:
         return
-    run.source = source
+    run.source, run.settings = source, settings
+    fed = controlnet_source.feed_source_units(p, source.clip.frames) if controlnet.available() else None
     if run.is_img2img:
         p.init_images = video_source.init_images(source)
-        settings = dataclasses.replace(settings, denoising_strength=float(p.denoising_strength))
-    elif not controlnet.available():
-        run.fail(CCDMSettingsError("source_video", "in txt2img a source video drives ControlNet units only, and "
-                                   "ControlNet is not installed; for init frames use img2img or the txt2vid tab"))
-    run.settings = settings
+        run.settings = dataclasses.replace(settings, denoising_strength=float(p.denoising_strength))
+    elif fed is None:
+        run.fail(CCDMSettingsError("source_video", "in txt2img a source video drives ControlNet units only (the "
+                                   "enabled units without an image of their own), and there is none: enable one, "
+                                   "or use img2img or the txt2vid tab for init frames"))
 
 
 def process(p) -> None:
@@ -105,6 +106,7 @@ def postprocess(p, processed) -> None:
     from . import runtime
 
     controlnet.restore_units(p)  # ControlNet's own units as they were (a no-op when CCDM installed none)
+    controlnet_source.restore_source_units(p)
     run = getattr(p, RUN_ATTR, None)
     if run is None or run.error is not None or run.module is None:
         video_source.close_leftovers()
