@@ -53,7 +53,14 @@ lock:
 demo: $(STAMP)
 	$(VENV)/bin/ccdm generate --prompt "a flower, camera zooms in" --frames 16 --fps 8 --out $(DEMO_OUT)
 
-test: test-main test-webui-env
+# Phase by phase, each timed (.ci/phase): the environments, then the two test groups.
+PHASE := .ci/phase
+test:
+	@$(PHASE) "set-up: main environment (.venv)" $(MAKE) --no-print-directory $(STAMP)
+	@$(PHASE) "set-up: WebUI 1.6.0 environment (.venv-webui)" $(MAKE) --no-print-directory $(WEBUI_STAMP)
+	@$(PHASE) "set-up: chromium for the browser test" $(MAKE) --no-print-directory $(CHROMIUM_STAMP)
+	@$(PHASE) "tests: engine, CLI, training (main env)" $(MAKE) --no-print-directory test-main
+	@$(PHASE) "tests: WebUI side (WebUI 1.6.0 env)" $(MAKE) --no-print-directory test-webui-env
 
 # The engine, the standalone CLI and training, on the main environment.
 test-main: $(STAMP)

@@ -9,6 +9,7 @@ import pytest
 
 from ccdm_core.cli import main
 from ccdm_core.video import _ffmpeg_exe, read_infotext, read_video
+from media import tone_video
 
 FAST = ["--prompt", "a flower", "--steps", "2", "--seed", "5", "--quiet"]
 FPS, SECONDS = 8, 2
@@ -17,14 +18,7 @@ FPS, SECONDS = 8, 2
 @pytest.fixture(scope="module")
 def tone(tmp_path_factory):
     """A 2 s test-pattern video at 8 fps (16 frames) with a tone track."""
-    path = tmp_path_factory.mktemp("cli-v2v") / "dance.mp4"
-    proc = subprocess.run([_ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error",
-                           "-f", "lavfi", "-i", f"testsrc=size=96x64:rate={FPS}:duration={SECONDS}",
-                           "-f", "lavfi", "-i", f"sine=frequency=440:duration={SECONDS}",
-                           "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(path)],
-                          capture_output=True)
-    assert proc.returncode == 0, proc.stderr[-500:]
-    return path
+    return tone_video(tmp_path_factory.mktemp("cli-v2v") / "dance.mp4", 96, 64, FPS, SECONDS)
 
 
 def run_cli(capsys, *args):

@@ -4,12 +4,11 @@ and, when sd-webui-controlnet 1.1.4xx is installed, a ControlNet unit without an
 from __future__ import annotations
 
 import base64
-import subprocess
 
 import numpy as np
 import pytest
 
-from ccdm_core.video import _ffmpeg_exe
+from media import data_url, tone_video
 from test_webui_live import SIZE, STEPS, URL, call, pick_module, pixels
 
 pytestmark = [pytest.mark.webui, pytest.mark.skipif(not URL, reason="set CCDM_WEBUI_URL to a live WebUI 1.6.0")]
@@ -19,14 +18,7 @@ FRAMES = 6
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
     """A 12-frame test pattern (moving bars, 8 fps) with a tone track, as a data URL."""
-    path = tmp_path_factory.mktemp("live-v2v") / "source.mp4"
-    proc = subprocess.run([_ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error",
-                           "-f", "lavfi", "-i", f"testsrc=size={SIZE}x{SIZE}:rate=8:duration=1.5",
-                           "-f", "lavfi", "-i", "sine=frequency=440:duration=1.5",
-                           "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(path)],
-                          capture_output=True)
-    assert proc.returncode == 0, proc.stderr[-500:]
-    return "data:video/mp4;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+    return data_url(tone_video(tmp_path_factory.mktemp("live-v2v") / "source.mp4", SIZE, SIZE, 8, 1.5))
 
 
 @pytest.fixture(scope="module")

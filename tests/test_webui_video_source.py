@@ -2,7 +2,6 @@
 init images, its options in the infotext, its audio kept, its temporary file removed; bad sources named."""
 from __future__ import annotations
 
-import base64
 import subprocess
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import pytest
 
 from ccdm_core.video import _ffmpeg_exe
 from ccdm_core.webui.settings import CCDMSettings, CCDMSettingsError
+from media import data_url, tone_video
 from test_webui_script import FakeP, webui, sd_and_module  # noqa: F401  (fixtures)
 
 FPS, SECONDS = 8, 3
@@ -18,18 +18,7 @@ FPS, SECONDS = 8, 3
 @pytest.fixture(scope="module")
 def tone(tmp_path_factory):
     """A 3 s test-pattern video at 8 fps (24 frames) with a tone track."""
-    path = tmp_path_factory.mktemp("v2v") / "tone.mp4"
-    proc = subprocess.run([_ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error",
-                           "-f", "lavfi", "-i", f"testsrc=size=48x32:rate={FPS}:duration={SECONDS}",
-                           "-f", "lavfi", "-i", f"sine=frequency=440:duration={SECONDS}",
-                           "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(path)],
-                          capture_output=True)
-    assert proc.returncode == 0, proc.stderr[-500:]
-    return path
-
-
-def data_url(path: Path) -> str:
-    return "data:video/mp4;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+    return tone_video(tmp_path_factory.mktemp("v2v") / "tone.mp4", 48, 32, FPS, SECONDS)
 
 
 def audio_lines(path: Path):
