@@ -13,7 +13,7 @@ ifeq ($(origin PYTHON310),undefined)
 PYTHON310 := $(firstword $(foreach p,python3.10 $(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python3.10),\
 	$(shell $(p) -c "import sys; assert sys.version_info[:2] == (3, 10); print('$(p)')" 2>/dev/null)))
 endif
-WEBUI_VENV ?= .venv-webui
+WEBUI_VENV ?= $(VENV)/webui
 WEBUI_PY := $(WEBUI_VENV)/bin/python
 WEBUI_STAMP := $(WEBUI_VENV)/.ccdm-installed
 # The keyframe timeline's browser test drives Debian's chromium with Playwright (its own browser download fails).
@@ -22,16 +22,19 @@ PYTEST_SELECT := not webui and not slow
 
 .PHONY: demo test test-main test-webui-env test-webui envs bench clean-venv mini-weights lock
 
-# --clear: a changed lock gives the listed set exactly, nothing left over from the previous one.
+# A fresh venv each time: a changed lock gives the listed set exactly, nothing left over from the previous one
+# (the WebUI environment inside it is kept; it has its own lock and stamp).
 $(STAMP): requirements-dev.lock pyproject.toml Makefile
-	$(PYTHON) -m venv --clear $(VENV)
+	test ! -d $(VENV) || find $(VENV) -mindepth 1 -maxdepth 1 ! -name webui -exec rm -rf {} +
+	$(PYTHON) -m venv $(VENV)
 	$(PY) $(PIP_NO_RESOLVE) $$(grep -E '^(setuptools|wheel)==' requirements-dev.lock)
 	$(PY) $(PIP_NO_RESOLVE) -r requirements-dev.lock
 	$(PY) $(PIP_NO_RESOLVE) -e .
 	touch $(STAMP)
 
 $(WEBUI_STAMP): requirements-webui.lock pyproject.toml Makefile
-	@test -n "$(PYTHON310)" || { echo "make: no Python 3.10 found for the WebUI 1.6.0 environment; set PYTHON310=" >&2; exit 1; }
+	@test -n "$(PYTHON310)" || { echo "make: no Python 3.10 for the WebUI 1.6.0 environment; set PYTHON310=" >&2; \
+		exit 1; }
 	$(PYTHON310) -m venv --clear $(WEBUI_VENV)
 	$(WEBUI_PY) $(PIP_NO_RESOLVE) $$(grep -E '^(setuptools|wheel)==' requirements-webui.lock)
 	$(WEBUI_PY) $(PIP_NO_RESOLVE) -r requirements-webui.lock
@@ -57,7 +60,7 @@ demo: $(STAMP)
 PHASE := .ci/phase
 test:
 	@$(PHASE) "set-up: main environment (.venv)" $(MAKE) --no-print-directory $(STAMP)
-	@$(PHASE) "set-up: WebUI 1.6.0 environment (.venv-webui)" $(MAKE) --no-print-directory $(WEBUI_STAMP)
+	@$(PHASE) "set-up: WebUI 1.6.0 environment (.venv/webui)" $(MAKE) --no-print-directory $(WEBUI_STAMP)
 	@$(PHASE) "set-up: chromium for the browser test" $(MAKE) --no-print-directory $(CHROMIUM_STAMP)
 	@$(PHASE) "tests: engine, CLI, training (main env)" $(MAKE) --no-print-directory test-main
 	@$(PHASE) "tests: WebUI side (WebUI 1.6.0 env)" $(MAKE) --no-print-directory test-webui-env
@@ -95,4 +98,4 @@ mini-weights: $(STAMP)
 	cd $(MINI_OUT)/shipped && sha256sum -c $(abspath ccdm_core/assets/ccdm-mini/SHA256SUMS)
 
 clean-venv:
-	rm -rf $(VENV) $(WEBUI_VENV)
+	rm -rf $(VENV)

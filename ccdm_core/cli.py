@@ -161,7 +161,8 @@ def _default_model(args, load_sd_checkpoint, build_default_model):
 def _source(args, width: int, height: int):
     """The source clip of --video (read before any model loads, so a bad source changes nothing), or None."""
     if args.video is None:
-        for flag, value, default in (("--source-start", args.source_start, 0), ("--source-stride", args.source_stride, 1)):
+        for flag, value, default in (("--source-start", args.source_start, 0),
+                                     ("--source-stride", args.source_stride, 1)):
             if value != default:
                 raise CCDMError(f"{flag} needs --video")
         return None

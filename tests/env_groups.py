@@ -3,7 +3,7 @@
 Code that runs inside the WebUI is `ccdm_core/webui/`, `scripts/`, `install.py`, `preload.py` and every project
 module they import, transitively. A test file whose project imports all lie in that set (its tiny-UNet builder
 `ccdm_core.sd.configs` aside) tests WebUI-side code only, so it runs in the WebUI 1.6.0 environment
-(`.venv-webui`: Python 3.10, torch 2.0.1, gradio 3.41.2, ...); every other test file runs in the main one.
+(`.venv/webui`: Python 3.10, torch 2.0.1, gradio 3.41.2, ...); every other test file runs in the main one.
 """
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ def runs_in_webui_env(test_file: Path) -> bool:
 
 def webui_python() -> Path:
     """The interpreter of the WebUI 1.6.0 environment: this one when it has gradio 3.41.2 (`make test` runs the
-    WebUI-side tests there), else CCDM_WEBUI_PYTHON, else `.venv-webui`'s (which may not exist yet)."""
+    WebUI-side tests there), else CCDM_WEBUI_PYTHON, else `.venv/webui`'s (which may not exist yet)."""
     try:
         from importlib.metadata import version
 
@@ -99,4 +99,4 @@ def webui_python() -> Path:
             return Path(sys.executable)
     except ImportError:
         pass
-    return Path(os.environ.get("CCDM_WEBUI_PYTHON", ROOT / ".venv-webui" / "bin" / "python"))
+    return Path(os.environ.get("CCDM_WEBUI_PYTHON", ROOT / ".venv" / "webui" / "bin" / "python"))

@@ -101,7 +101,7 @@ def test_every_project_file_compiles_on_a_real_python_310():
     """ast with feature_version is best effort; the WebUI environment's own Python 3.10 is the real check."""
     python = webui_python()
     if not python.exists():
-        pytest.skip(f"no WebUI 1.6.0 environment at {python} (make test creates .venv-webui)")
+        pytest.skip(f"no WebUI 1.6.0 environment at {python} (make test creates .venv/webui)")
     code = ("import ast, sys\nbad = []\nfor p in sys.argv[1:]:\n    try:\n        ast.parse(open(p).read(), p)\n"
             "    except SyntaxError as e:\n        bad.append(f'{p}: {e}')\nprint(sys.version_info[:2], bad)\n"
             "sys.exit(1 if bad or sys.version_info[:2] != (3, 10) else 0)\n")

@@ -67,7 +67,7 @@ def page_url(tmp_path_factory):
     if not CHROMIUM:
         pytest.skip("no Chromium found (CCDM_CHROMIUM, chromium, chromium-browser); make test installs Debian's")
     if not GRADIO3.exists():
-        pytest.skip(f"no gradio 3.41.2 environment at {GRADIO3} (make test creates .venv-webui)")
+        pytest.skip(f"no gradio 3.41.2 environment at {GRADIO3} (make test creates .venv/webui)")
     root = tmp_path_factory.mktemp("timeline_webui")
     (root / "models" / "ccdm").mkdir(parents=True)
     port = _free_port()

@@ -1,7 +1,7 @@
 """`ui()` of the CCDM script and the txt2vid tab build headless under gradio 3.41.2 (the WebUI's pin), with a
 stand-in `modules` package; paste, settings collection and the API routes' validation run there too.
 
-It runs in the WebUI 1.6.0 environment (`make test` creates .venv-webui and runs the WebUI-side tests there; from
+It runs in the WebUI 1.6.0 environment (`make test` creates .venv/webui and runs the WebUI-side tests there; from
 another interpreter CCDM_WEBUI_PYTHON may name one). Without it the test is skipped.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ GRADIO3 = webui_python()
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     if not GRADIO3.exists():
-        pytest.skip(f"no gradio 3.41.2 environment at {GRADIO3} (make test creates .venv-webui)")
+        pytest.skip(f"no gradio 3.41.2 environment at {GRADIO3} (make test creates .venv/webui)")
     root = tmp_path_factory.mktemp("webui")
     sha = save_motion_module(new_motion_module(make_unet(), "animatediff-v2", max_frames=8),
                              root / "models" / "ccdm" / "tiny_v2.safetensors")

@@ -118,3 +118,15 @@ def test_txt2img_without_controlnet_refuses_a_source_by_name(webui, tone):
     assert info.value.field == "source_video" and "ControlNet" in str(info.value)
     assert not (webui.root / "out").exists()
     assert video_source.close_leftovers() == 1  # what the next run's before_process removes
+
+
+def test_the_preview_shows_what_a_run_will_take(tone):
+    from ccdm_core.webui.source_ui import PREVIEW_SIZE, preview_source
+
+    text, thumbs = preview_source(str(tone), 2, 3, 0, "pad")
+    assert text.startswith("<p>8 frames at 2.66667 fps (source frames 2..23; source 48x32 at 8 fps, with audio")
+    assert [t.shape for t in thumbs] == [(PREVIEW_SIZE, PREVIEW_SIZE, 3)] * 2
+    assert not thumbs[0][:20].any()  # pad: a 3:2 source in a square has black bars above and below
+    text, thumbs = preview_source(str(tone), 30, 1, 0, "crop")
+    assert "source_start" in text and thumbs == []
+    assert preview_source(None, 0, 1, 0, "crop") == ("", [])

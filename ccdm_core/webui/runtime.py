@@ -461,7 +461,8 @@ def _run_video(request: Txt2VidRequest, settings: CCDMSettings, source: Optional
         # 2. Sample and decode through the WebUI; the wrapped p.sample holds the patches.
         install_sample_wrapper(p, run)
         try:
-            with controlnet_scripts(p, settings, run.is_img2img):  # the route's p has no scripts: ControlNet's alone, put back after
+            # the route's p has no scripts: ControlNet's alone, put back after
+            with controlnet_scripts(p, settings, run.is_img2img):
                 processed = processing.process_images(p)
         finally:
             release_modules()

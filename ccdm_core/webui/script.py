@@ -6,9 +6,9 @@ sampling call (try/finally); `postprocess` writes the clips. Disabled settings c
 """
 from __future__ import annotations
 
-from modules import scripts
-
 import dataclasses
+
+from modules import scripts
 
 from . import controlnet, controlnet_source, env, video_source
 from .patches import restore_leftovers

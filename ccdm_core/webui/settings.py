@@ -171,7 +171,8 @@ class CCDMSettings:
         set_(self, "source_start", _int("source_start", self.source_start, 0, 10**7))
         set_(self, "source_stride", _int("source_stride", self.source_stride, *STRIDE_RANGE))
         if self.source_fit not in SOURCE_FITS:
-            raise CCDMSettingsError("source_fit", f"unknown fit {self.source_fit!r}; accepted: {', '.join(SOURCE_FITS)}")
+            raise CCDMSettingsError("source_fit", f"unknown fit {self.source_fit!r}; accepted: "
+                                    f"{', '.join(SOURCE_FITS)}")
         set_(self, "denoising_strength", _float("denoising_strength", self.denoising_strength, *STRENGTH_RANGE))
         set_(self, "keep_audio", _bool("keep_audio", self.keep_audio))
 

@@ -252,8 +252,8 @@ def build_script_ui(script, is_img2img: bool) -> List[Any]:
         controls.update(video_controls(prefix, defaults))
         controls.update(source_controls(prefix, defaults, with_strength=False))
         gr.HTML("<p>img2img: the init image becomes the first frame of every video; a video source replaces it, one "
-                "init frame per frame (the img2img denoising strength applies), and drives the enabled ControlNet units "
-                "without an image of their own, frame by frame.</p>" if is_img2img else
+                "init frame per frame (the img2img denoising strength applies), and drives the enabled ControlNet "
+                "units without an image of their own, frame by frame.</p>" if is_img2img else
                 "<p>A video source drives the enabled ControlNet units without an image of their own, frame by "
                 "frame; for init frames use img2img or the txt2vid tab.</p>")
         state = gr.State(value=_state_default(defaults, controls["motion_module"].value))
