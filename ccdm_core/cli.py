@@ -47,6 +47,9 @@ def _generate_parser(sub) -> None:
                         "off. Default: auto; none with --video (the source has its own motion)")
     p.add_argument("--camera-strength", type=float, default=1.0, help="camera-move guidance, 0..1 (0 = off)")
     _video_source_arguments(p)
+    p.add_argument("--no-report", dest="report", action="store_false",
+                   help="no consistency report (warp error, flicker, motion) in the JSON line")
+    p.add_argument("--report-json", action="store_true", help="also write the report as OUT.report.json")
     p.add_argument("--out", required=True)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -191,6 +194,18 @@ def _keep_audio(args, clip, path, fmt: str) -> bool:
     return mux_source_audio(path, args.video, clip.start_seconds, clip.duration_seconds)
 
 
+def _report(args, frames, fps: float, path) -> Optional[dict]:
+    """The clip's consistency report (`ccdm evaluate`'s numbers), and OUT.report.json when asked for."""
+    if not args.report:
+        return None
+    from .report import clip_report, write_report
+
+    report = clip_report(frames, fps, per_frame=args.report_json)
+    if args.report_json:
+        write_report(report, Path(path).with_name(Path(path).name + ".report.json"))
+    return {k: v for k, v in report.items() if k != "per_frame"}
+
+
 def cmd_generate(args) -> dict:
     from .init_frames import format_source_label
     from .motion_io import load_motion_module
@@ -218,8 +233,10 @@ def cmd_generate(args) -> dict:
                       source_frames=clip.frames if clip else None, source_label=label)
     path = write_video(result.frames, args.out, settings.fps, fmt, result.infotext)
     audio = _keep_audio(args, clip, path, fmt)
+    report = _report(args, result.frames, settings.fps, path)
     return {"path": str(Path(path).resolve()), "frames": int(result.frames.shape[0]), "fps": settings.fps,
             "seed": result.seed, **({"source": label, "audio": audio} if clip else {}),
+            **({"report": report} if report is not None else {}),
             "motion_sha256": motion.info.sha256 if motion is not None else None,
             "seconds": round(result.seconds, 3)}
 

@@ -27,12 +27,28 @@ def test_generate_writes_every_format(tmp_path, capsys, fmt):
     assert code == 0, err
     line = json.loads(out.strip().splitlines()[-1])
     assert line["path"] == str(out_path.resolve()) and line["frames"] == 5 and line["seed"] == 11
-    assert set(line) == {"path", "frames", "fps", "seed", "motion_sha256", "seconds"}
+    assert set(line) == {"path", "frames", "fps", "seed", "motion_sha256", "seconds", "report"}
+    assert line["report"]["frames"] == 5 and line["report"]["fps"] == 10
     frames, fps = read_video(out_path)
     assert frames.shape[0] == 5 and fps == pytest.approx(10, rel=0.02)
     info = read_infotext(out_path)
     assert "a red fox, camera pans left" in info and "Seed: 11" in info and "Steps: 2" in info
     assert [p.name for p in tmp_path.iterdir()] == [out_path.name]
+
+
+def test_report_is_ccdm_evaluate_of_the_clip_and_can_be_saved_or_turned_off(tmp_path, capsys):
+    out_path = tmp_path / "clip.png"  # lossless: `ccdm evaluate` reads back the frames the report saw
+    code, out, err = run_cli(capsys, "generate", *FAST, "--report-json", "--out", str(out_path))
+    assert code == 0, err
+    report = json.loads(out)["report"]
+    code, out, _ = run_cli(capsys, "evaluate", str(out_path))
+    evaluated = json.loads(out)
+    assert {k: report[k] for k in ("warp_error", "flicker_index", "motion_magnitude_pct", "frames")} == {
+        k: evaluated[k] for k in ("warp_error", "flicker_index", "motion_magnitude_pct", "frames")}
+    saved = json.loads((tmp_path / "clip.png.report.json").read_text())
+    assert len(saved["per_frame"]["warp_error"]) == 4
+    code, out, _ = run_cli(capsys, "generate", *FAST, "--no-report", "--out", str(tmp_path / "b.gif"))
+    assert code == 0 and "report" not in json.loads(out)
 
 
 def test_out_without_extension_takes_the_format(tmp_path, capsys):

@@ -46,7 +46,8 @@ def test_script_and_tab_build_under_gradio_3_41_2(report):
                                    "ui_tabs"]
     assert report["tabs"] == [["txt2vid", "ccdm_txt2vid"]]
     assert report["options"] == ["ccdm_default_formats", "ccdm_default_motion_module", "ccdm_keep_module_in_memory",
-                                 "ccdm_outdir", "ccdm_save_frames", "ccdm_source_max_mb"]
+                                 "ccdm_outdir", "ccdm_report", "ccdm_report_json", "ccdm_save_frames",
+                                 "ccdm_source_max_mb"]
     label = f"tiny_v2 [{report['sha'][:10]}]"
     assert report["module_label"] == label
     for tab in ("txt2img", "img2img"):

@@ -130,3 +130,36 @@ def test_the_preview_shows_what_a_run_will_take(tone):
     text, thumbs = preview_source(str(tone), 30, 1, 0, "crop")
     assert "source_start" in text and thumbs == []
     assert preview_source(None, 0, 1, 0, "crop") == ("", [])
+
+
+def test_each_clip_gets_a_consistency_report_in_the_comments_and_as_json(webui, tone):
+    import json
+
+    from test_webui_script import enabled, run_script
+
+    webui.shared.opts.ccdm_report_json = True
+    p = FakeP(webui.sd_model, webui.root / "out")
+    _, processed = run_script(p, enabled(formats=["gif"]))
+    run = p._ccdm_run
+    assert len(run.reports) == 1 and run.reports[0]["frames"] == 6
+    assert f"CCDM report: {run.reports[0]['frames']} frames at 8 fps" in processed.comments
+    saved = json.loads(next((webui.root / "out").rglob("*.report.json")).read_text())
+    assert saved == run.reports[0]
+    webui.shared.opts.ccdm_report, webui.shared.opts.ccdm_report_json = False, False
+    p = FakeP(webui.sd_model, webui.root / "off")
+    _, processed = run_script(p, enabled(formats=["gif"]))
+    assert p._ccdm_run.reports == [None] and "CCDM report" not in processed.comments
+
+
+def test_the_api_answer_has_the_report_and_its_pairs_when_asked():
+    import types
+
+    from ccdm_core.webui.api import txt2vid_response
+    from ccdm_core.webui.settings import Txt2VidRequest
+
+    report = {"frames": 4, "warp_error": 1.5, "per_frame": {"warp_error": [1, 2, 1.5]}}
+    result = types.SimpleNamespace(clips=[], images=[], info="", seed=1, interrupted=False, report=report)
+    body = txt2vid_response(Txt2VidRequest.from_dict({"prompt": "x"}), result)
+    assert body["report"] == {"frames": 4, "warp_error": 1.5}
+    body = txt2vid_response(Txt2VidRequest.from_dict({"prompt": "x", "report_per_frame": True}), result)
+    assert body["report"] == report

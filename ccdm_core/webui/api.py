@@ -10,6 +10,7 @@ from fastapi.exceptions import HTTPException
 
 from ..errors import CCDMError
 from . import env
+from .reporting import api_report
 from .settings import CCDMSettingsError, Txt2VidRequest
 
 TXT2VID_PATH = "/ccdm/v1/txt2vid"
@@ -42,6 +43,7 @@ def txt2vid_response(request: Txt2VidRequest, result) -> Dict[str, Any]:
         "video": _b64_file(path) if path else None, "format": fmt, "frames": len(result.images),
         "info": result.info, "seed": result.seed, "interrupted": result.interrupted,
         "files": [str(p) for p in clip.videos.values()] if clip else [],
+        "report": api_report(getattr(result, "report", None), request.report_per_frame),
     }
     if request.return_frames:
         body["images"] = [_b64_png(image) for image in result.images]

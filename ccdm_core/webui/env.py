@@ -17,6 +17,8 @@ OPTION_DEFAULTS = {
     "ccdm_keep_module_in_memory": True,
     "ccdm_outdir": os.path.join("outputs", "txt2vid-videos"),
     "ccdm_source_max_mb": 500,  # video to video: the largest source file read
+    "ccdm_report": True,  # a consistency report after each clip
+    "ccdm_report_json": False,  # and `<clip>.report.json` beside it
 }
 ANIMATEDIFF_EXTENSION = "sd-webui-animatediff"
 

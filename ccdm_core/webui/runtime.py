@@ -24,6 +24,7 @@ from .guidance import (EPS, UNSUPPORTED, X0, Guidance, Prediction, PromptSchedul
                        build_guidance, build_prompt_schedule, with_anchor)
 from .outputs import ClipFiles, dated_folder, frames_from_unit_tensors, write_clip
 from .patches import check_run, restore_leftovers, video_patches
+from .reporting import report_for_clip
 from .settings import CCDMSettings, CCDMSettingsError, Txt2VidRequest
 from .video_source import VideoSource, init_images, keep_audio, read_run_source
 
@@ -114,6 +115,7 @@ class VideoRun:
     guidance: Optional[Guidance] = None  # fusion, keyframe latents, camera; current only while p.sample runs
     prompts: Optional[PromptSchedule] = None  # keyframe prompts' conditioning, encoded once by the WebUI's model
     source: Optional[VideoSource] = None  # video to video: the source read at the run's size (its frames are p's init)
+    reports: List[Optional[dict]] = dataclasses.field(default_factory=list)  # per clip, None when turned off
 
     def fail(self, err: Exception) -> None:
         if self.error is None:
@@ -396,6 +398,7 @@ def write_clips(p, processed, run: VideoRun, folder: Path) -> List[ClipFiles]:
         seed = p.all_seeds[n * frames] if getattr(p, "all_seeds", None) else processed.seed
         run.clips.append(write_clip(clip, folder, seed, run.settings.formats, run.settings.fps, info,
                                     bool(env.opt("ccdm_save_frames"))))
+        run.reports.append(report_for_clip(clip, run.settings.fps, run.clips[-1]))
     keep_audio(run.clips, run.settings, run.source)
     return run.clips
 
@@ -415,6 +418,7 @@ class Txt2VidResult:
     info: str
     seed: int
     interrupted: bool
+    report: Optional[dict] = None  # the first clip's consistency report
 
 
 def _processing(request: Txt2VidRequest, settings: CCDMSettings, source: Optional[VideoSource]):
@@ -470,4 +474,4 @@ def _run_video(request: Txt2VidRequest, settings: CCDMSettings, source: Optional
         clips = write_clips(p, processed, run, clip_folder())
     interrupted = bool(run.incomplete and run.incomplete[0])
     return Txt2VidResult(clips, list(processed.images[:settings.frames]), processed.info, processed.seed,
-                         interrupted)
+                         interrupted, run.reports[0] if run.reports else None)

@@ -11,6 +11,7 @@ import dataclasses
 from modules import scripts
 
 from . import controlnet, controlnet_source, env, video_source
+from ..report import report_summary
 from .patches import restore_leftovers
 from .settings import CCDMSettings, CCDMSettingsError
 
@@ -114,6 +115,7 @@ def postprocess(p, processed) -> None:
     try:
         clips = runtime.write_clips(p, processed, run, runtime.clip_folder(p))
         lines = [f"CCDM wrote {path}" for clip in clips for path in clip.videos.values()]
+        lines += [f"CCDM report: {report_summary(report)}" for report in run.reports if report is not None]
     except Exception as err:  # the WebUI swallows postprocess errors: show this one to the user
         lines = [f"CCDM could not write the video: {type(err).__name__}: {err}"]
         print(lines[0])

@@ -444,6 +444,7 @@ class Txt2VidRequest:
     height: int = 512
     sampler_name: str = "Euler a"
     return_frames: bool = False
+    report_per_frame: bool = False  # the response's `report` with its per-pair lists
     video: CCDMSettings = dataclasses.field(default_factory=lambda: CCDMSettings(enabled=True))
 
     def __post_init__(self):
@@ -461,6 +462,7 @@ class Txt2VidRequest:
             set_(self, name, value)
         set_(self, "sampler_name", _str("sampler_name", self.sampler_name).strip())
         set_(self, "return_frames", _bool("return_frames", self.return_frames))
+        set_(self, "report_per_frame", _bool("report_per_frame", self.report_per_frame))
         if not isinstance(self.video, CCDMSettings):
             raise CCDMSettingsError("video", "must be CCDMSettings")
 

@@ -11,6 +11,7 @@ from . import env, timeline
 from .controlnet import controlnet_options_json
 from .settings import (KEY_CAMERA, KEY_FUSION, KEY_SOURCE, SIZE_RANGE, CCDMSettingsError, Txt2VidRequest,
                        settings_from_infotext)
+from .reporting import report_html, report_image
 from .source_ui import SOURCE_FIELDS, pasted_source_note, source_controls, wire_preview
 from .ui import FUSION_FIELDS, module_picker, pasted_module, settings_from_controls, video_controls
 
@@ -73,6 +74,10 @@ def _output_column() -> Dict[str, Any]:
             c["gallery"] = gr.Gallery(label="Frames", elem_id=f"{TAB_ID}_gallery", columns=8, preview=False)
         c["infotext"] = gr.Textbox(label="Infotext", lines=3, interactive=False, elem_id=f"{TAB_ID}_infotext")
         c["html_info"] = gr.HTML(elem_id=f"html_info_{TAB_ID}")
+        with gr.Group(elem_id=f"{TAB_ID}_report"):  # how steady the clip is, and where it jumps
+            c["report_html"] = gr.HTML(elem_id=f"{TAB_ID}_report_html")
+            c["report_plot"] = gr.Image(label="Change between frames (warp error per pair)", interactive=False,
+                                        elem_id=f"{TAB_ID}_report_plot")
     return c
 
 
@@ -109,8 +114,9 @@ def _wire(c: Dict[str, Any]) -> None:
 
     wire_preview(c, c["frames"])
     inputs = [c["id_task"]] + [c[n] for n in REQUEST_FIELDS + VIDEO_FIELDS] + [c["source_upload"]]
-    outputs = [c["video"], c["gallery"], c["infotext"], c["html_info"]]
-    c["generate"].click(fn=wrap_gradio_gpu_call(generate, extra_outputs=[None, None, ""]), _js=SUBMIT_JS,
+    # the WebUI's error wrapper puts its message into the last output: html_info stays last
+    outputs = [c["video"], c["gallery"], c["infotext"], c["report_html"], c["report_plot"], c["html_info"]]
+    c["generate"].click(fn=wrap_gradio_gpu_call(generate, extra_outputs=[None, None, "", "", None]), _js=SUBMIT_JS,
                         inputs=inputs, outputs=outputs, show_progress=False)
     c["interrupt"].click(fn=lambda: shared.state.interrupt(), inputs=[], outputs=[])
     c["skip"].click(fn=lambda: shared.state.skip(), inputs=[], outputs=[])
@@ -134,7 +140,8 @@ def request_from_inputs(values: List[Any]) -> Txt2VidRequest:
 
 
 def generate(id_task: str, *values):
-    """Generate button (runs inside the WebUI's queue); returns video, frames, infotext, html. The last value is
+    """Generate button (runs inside the WebUI's queue); returns video, frames, infotext, the consistency report
+    (panel and plot), html. The last value is
     the "Video source" upload (video to video when a file is there)."""
     from . import runtime
 
@@ -143,7 +150,8 @@ def generate(id_task: str, *values):
     keyframes = values[(REQUEST_FIELDS + VIDEO_FIELDS).index("keyframes")]
     timeline.parse_timeline_state(keyframes, request.video.frames or 1024)  # names a broken image before the run
     result = runtime.run_txt2vid(request, upload)
-    return (_playable(result), result.images, result.info, _summary_html(result))
+    return (_playable(result), result.images, result.info, report_html(result.report), report_image(result.report),
+            _summary_html(result))
 
 
 def _playable(result) -> Any:

@@ -303,6 +303,9 @@ def register_settings() -> None:
         "ccdm_source_max_mb": shared.OptionInfo(env.OPTION_DEFAULTS["ccdm_source_max_mb"],
                                                 "Video to video: largest source video read (MB)", gr.Number,
                                                 {"minimum": 1}, section=section),
+        "ccdm_report": shared.OptionInfo(True, "Consistency report after each clip (warp error, flicker, motion)",
+                                         section=section),
+        "ccdm_report_json": shared.OptionInfo(False, "Also save the report as <clip>.report.json", section=section),
     }
     for key, info in options.items():
         shared.opts.add_option(key, info)
