@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from . import evaluate_cli
+from . import evaluate_cli, interpolate_cli
 from .errors import CCDMError
 
 
@@ -47,11 +47,29 @@ def _generate_parser(sub) -> None:
                         "off. Default: auto; none with --video (the source has its own motion)")
     p.add_argument("--camera-strength", type=float, default=1.0, help="camera-move guidance, 0..1 (0 = off)")
     _video_source_arguments(p)
+    _steadier_arguments(p)
     p.add_argument("--no-report", dest="report", action="store_false",
                    help="no consistency report (warp error, flicker, motion) in the JSON line")
     p.add_argument("--report-json", action="store_true", help="also write the report as OUT.report.json")
     p.add_argument("--out", required=True)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _steadier_arguments(p) -> None:
+    from .freeinit import FREEINIT_FILTERS, FREEINIT_NOISE
+
+    g = p.add_argument_group("FreeInit and frame interpolation")
+    g.add_argument("--freeinit-iterations", type=int, default=1,
+                   help="FreeInit sampling passes, 1 (off) .. 5: the low frequencies of each result seed the next")
+    g.add_argument("--freeinit-filter", default="butterworth", choices=FREEINIT_FILTERS)
+    g.add_argument("--freeinit-spatial", type=float, default=0.25, help="FreeInit stop frequency over space, (0, 1]")
+    g.add_argument("--freeinit-temporal", type=float, default=0.25,
+                   help="FreeInit stop frequency over frames, (0, 1]")
+    g.add_argument("--freeinit-noise", default="fresh", choices=FREEINIT_NOISE,
+                   help="where the high frequencies of the next pass come from")
+    g.add_argument("--interpolate", type=int, default=1,
+                   help="optical-flow frame interpolation, 1 (off) .. 8 output frames per generated frame; the "
+                        "default fps grows by the same factor")
 
 
 def _video_source_arguments(p) -> None:
@@ -95,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path")
     _bench_parser(sub)
     evaluate_cli.add_parser(sub)
+    interpolate_cli.add_parser(sub)
     return parser
 
 
@@ -177,12 +196,15 @@ def _source(args, width: int, height: int):
 
 
 def _clip_settings(args, clip) -> dict:
-    """frames, fps, camera and strength: the source's when there is one, else text to video's defaults."""
+    """frames, fps (of the written clip: the generated rate times --interpolate unless --fps is given), camera and
+    strength: the source's when there is one, else text to video's defaults."""
+    from .interpolate import check_factor
+
+    rate = (8.0 if clip is None else round(clip.fps, 3)) * check_factor(args.interpolate, "--interpolate")
+    fps = rate if args.fps is None else args.fps
     if clip is None:
-        return {"frames": 16 if args.frames is None else args.frames, "fps": 8.0 if args.fps is None else args.fps,
-                "camera": args.camera or "auto"}
-    return {"frames": len(clip.frames), "fps": round(clip.fps, 3) if args.fps is None else args.fps,
-            "camera": args.camera or "none",
+        return {"frames": 16 if args.frames is None else args.frames, "fps": fps, "camera": args.camera or "auto"}
+    return {"frames": len(clip.frames), "fps": fps, "camera": args.camera or "none",
             "denoising_strength": args.strength}
 
 
@@ -206,12 +228,24 @@ def _report(args, frames, fps: float, path) -> Optional[dict]:
     return {k: v for k, v in report.items() if k != "per_frame"}
 
 
+def _write(result, settings, out: str, fmt: str):
+    """The clip, through optical-flow interpolation (streamed into the writer) when settings.interpolate > 1."""
+    from .video import write_video
+
+    if settings.interpolate <= 1:
+        return write_video(result.frames, out, settings.fps, fmt, result.infotext)
+    from .interpolate import interpolate_frames
+    from .video_stream import write_video_stream
+
+    frames = interpolate_frames(iter(result.frames), settings.interpolate, settings.closed_loop)
+    return write_video_stream(frames, out, settings.fps, fmt, result.infotext)
+
+
 def cmd_generate(args) -> dict:
     from .init_frames import format_source_label
     from .motion_io import load_motion_module
     from .pipeline import VideoSettings, generate
     from .sd.loader import build_default_model, load_sd_checkpoint
-    from .video import write_video
 
     fmt = _output_format(args)
     size = 64 if args.model is None else 256
@@ -223,7 +257,9 @@ def cmd_generate(args) -> dict:
         sampler=args.sampler, context_length=args.context_length, context_overlap=args.context_overlap,
         closed_loop=args.closed_loop, fusion_strength=args.fusion_strength,
         cross_frame_strength=args.cross_frame_strength, fusion_mode=args.fusion_mode, anchor_first=args.anchor_first,
-        camera_strength=args.camera_strength)
+        camera_strength=args.camera_strength, freeinit_iterations=args.freeinit_iterations,
+        freeinit_filter=args.freeinit_filter, freeinit_spatial=args.freeinit_spatial,
+        freeinit_temporal=args.freeinit_temporal, freeinit_noise=args.freeinit_noise, interpolate=args.interpolate)
     keyframes = _keyframes(args)
     model, motion_path = _default_model(args, load_sd_checkpoint, build_default_model)
     motion = load_motion_module(motion_path) if motion_path else None
@@ -231,9 +267,9 @@ def cmd_generate(args) -> dict:
     label = format_source_label(clip.sha256, args.source_start, args.source_stride, len(clip.frames)) if clip else None
     result = generate(model, motion, settings, progress=not args.quiet, motion_name=name, keyframes=keyframes,
                       source_frames=clip.frames if clip else None, source_label=label)
-    path = write_video(result.frames, args.out, settings.fps, fmt, result.infotext)
+    path = _write(result, settings, args.out, fmt)
     audio = _keep_audio(args, clip, path, fmt)
-    report = _report(args, result.frames, settings.fps, path)
+    report = _report(args, result.frames, settings.fps / settings.interpolate, path)  # of the generated frames
     return {"path": str(Path(path).resolve()), "frames": int(result.frames.shape[0]), "fps": settings.fps,
             "seed": result.seed, **({"source": label, "audio": audio} if clip else {}),
             **({"report": report} if report is not None else {}),
@@ -252,6 +288,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             out = inspect_motion_file(args.path)
         elif args.command == "evaluate":
             out = evaluate_cli.run(args)
+        elif args.command == "interpolate":
+            out = interpolate_cli.run(args)
         else:
             from .bench import bench_fusion, bench_motion
 

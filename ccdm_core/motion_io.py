@@ -121,6 +121,21 @@ def _ccdm_info(metadata: Dict[str, str], pe_len: Optional[int], name: str) -> Mo
         raise CCDMError(f"{name}: malformed ccdm metadata ({err})") from err
 
 
+def _copy_tensors(module: torch.nn.Module, flat: Dict[str, torch.Tensor], name: str):
+    """Copy tensors into the module's parameters and buffers by name: (missing, unexpected). Not through
+    `load_state_dict`, which the WebUI replaces for every module while it loads a checkpoint (it then returns None)."""
+    own = dict(module.named_parameters())
+    own.update(module.named_buffers())
+    with torch.no_grad():
+        for key, value in flat.items():
+            if key in own:
+                if tuple(own[key].shape) != tuple(value.shape):
+                    raise CCDMError(f"{name}: {key} has shape {tuple(value.shape)}, the layout needs "
+                                    f"{tuple(own[key].shape)}")
+                own[key].copy_(value)
+    return [k for k in own if k not in flat], [k for k in flat if k not in own]
+
+
 def motion_module_from_state_dict(state: Dict[str, torch.Tensor], metadata: Optional[Dict[str, str]] = None,
                                   name: str = "state dict") -> MotionModule:
     """Recognise the format of a motion state dict and load it strictly into a `MotionModule`."""
@@ -135,10 +150,10 @@ def motion_module_from_state_dict(state: Dict[str, torch.Tensor], metadata: Opti
     info = _info_from(metadata, shape, _pe_length(slots), name)
     module = MotionModule(shape, info)
     flat = {f"{slot}.temporal_transformer.{k}": v for slot, tensors in slots.items() for k, v in tensors.items()}
-    result = module.load_state_dict(flat, strict=False)
-    missing = [k for k in result.missing_keys if not k.endswith("pos_encoder.pe")]  # pe is recomputed
-    if missing or result.unexpected_keys:
-        bad = (missing or result.unexpected_keys)[:3]
+    missing, unexpected = _copy_tensors(module, flat, name)
+    missing = [k for k in missing if not k.endswith("pos_encoder.pe")]  # pe is recomputed
+    if missing or unexpected:
+        bad = (missing or unexpected)[:3]
         raise CCDMError(f"{name}: keys do not match the {info.format} layout ({'missing' if missing else 'unexpected'}:"
                         f" {', '.join(bad)})")
     module.extras = extras  # e.g. trained fusion projections, used by the fusion module when present

@@ -15,10 +15,12 @@ from .camera import camera_infotext, resolve_camera
 from .cross_frame import FrameContext, cross_frame_attention, window_anchors
 from .errors import CCDMError
 from .feedback import FeedbackDenoiser
+from .freeinit import FreeInitSettings, freeinit_infotext, freeinit_passes
 from .fusion import FusionSettings, PatchFusion
 from .init_frames import (DEFAULT_STRENGTH, SOURCE_KEY, check_strength, encode_frames, img2img_sigmas,
                           noised_init)
 from .inject import inject_motion
+from .interpolate import check_factor
 from .keyframes import Keyframe, check_keyframes, encode_keyframes, scheduled_conditioning
 from .motion import MotionModule
 from .sampling import (EpsVideoDenoiser, SAMPLERS, ddim_sigmas, get_sampler, get_sigmas, initial_noise,
@@ -62,6 +64,12 @@ class VideoSettings:
     camera: str = "auto"  # camera-move guidance: auto (the move the prompt names) | none | zoom-in, pan-left, ...
     camera_strength: float = 1.0  # how strongly frames follow frame 0 along the camera path, 0..1 (0 = off)
     denoising_strength: float = DEFAULT_STRENGTH  # video to video: how far init frames are noised, 0..1
+    freeinit_iterations: int = 1  # FreeInit sampling passes (1 = off .. 5)
+    freeinit_filter: str = "butterworth"  # butterworth | gaussian | box | ideal
+    freeinit_spatial: float = 0.25  # stop frequency over h, w (0 < x <= 1)
+    freeinit_temporal: float = 0.25  # stop frequency over frames
+    freeinit_noise: str = "fresh"  # the high band from fresh noise or the initial noise
+    interpolate: int = 1  # frame interpolation when writing: 1 = off, 2..8 frames per generated frame
 
     def __post_init__(self):
         if not isinstance(self.prompt, str) or not isinstance(self.negative_prompt, str):
@@ -84,10 +92,17 @@ class VideoSettings:
         _check_range("camera_strength", self.camera_strength, 0, 1, float)
         self.camera_move()  # validates the choice
         check_strength(self.denoising_strength)
+        self.freeinit()  # validates the FreeInit fields
+        check_factor(self.interpolate)
 
     def fusion(self) -> FusionSettings:
         return FusionSettings(strength=self.fusion_strength, mode=self.fusion_mode,
                               cross_frame_strength=self.cross_frame_strength)
+
+    def freeinit(self) -> FreeInitSettings:
+        return FreeInitSettings(iterations=self.freeinit_iterations, filter=self.freeinit_filter,
+                                spatial=self.freeinit_spatial, temporal=self.freeinit_temporal,
+                                noise=self.freeinit_noise)
 
     def camera_move(self) -> Optional[str]:
         """The camera move this run follows (None: off, or no move named in the prompt under `auto`)."""
@@ -179,15 +194,20 @@ def _anchor_first(model, settings: VideoSettings, keyframes: List[Keyframe], see
 
 
 def _start(settings: VideoSettings, sigmas, generators, device, init_latents: Optional[torch.Tensor]):
-    """Sigmas and first sampler input: pure noise, or video to video's init latents noised to the strength."""
+    """Sigmas, the unit noise, and how a pass's first sampler input is made from unit noise: noise * sigma, or
+    video to video's init latents noised to the strength."""
     shape = (1, 4, settings.frames, settings.height // 8, settings.width // 8)
     noise = initial_noise(shape, generators, torch.float32, device)
     if init_latents is None:
-        return sigmas, noise * sigmas[0]
+        return sigmas, noise, lambda unit: unit * sigmas[0]
     if tuple(init_latents.shape) != shape:
         raise CCDMError(f"init latents {tuple(init_latents.shape)} do not fit frames x size {shape}")
+    if settings.freeinit().enabled:
+        raise CCDMError("freeinit_iterations: FreeInit re-noises a text-to-video result; with init frames "
+                        "(video to video) accepted: 1")
     sigmas = img2img_sigmas(sigmas, settings.denoising_strength)
-    return sigmas, noised_init(init_latents.to(device), noise, sigmas, settings.denoising_strength)
+    init = init_latents.to(device)
+    return sigmas, noise, lambda unit: noised_init(init, unit, sigmas, settings.denoising_strength)
 
 
 @torch.no_grad()
@@ -207,9 +227,10 @@ def sample_latents(model, motion: Optional[MotionModule], settings: VideoSetting
     key_latents = encode_keyframes(model.vae.encode, keyframes, settings.width, settings.height, model.scale_factor)
     alphas_cumprod = _alphas_cumprod(model, motion)
     generators = video_generators([seed])
-    sigmas, x = _start(settings, _sigmas(settings, alphas_cumprod).to(device), generators, device, init_latents)
+    sigmas, noise, first_input = _start(settings, _sigmas(settings, alphas_cumprod).to(device), generators, device,
+                                        init_latents)
     if len(sigmas) == 1:  # strength 0: nothing to sample
-        return x
+        return first_input(noise)
     fusion = settings.fusion()
     frame_ctx = FrameContext(fusion.cross_frame_strength)
     # 2. Patches for the run (fused attention, cross-frame attention, motion module), all restored on exit.
@@ -228,11 +249,19 @@ def sample_latents(model, motion: Optional[MotionModule], settings: VideoSetting
         feedback = FeedbackDenoiser(windowed, sigmas, fusion, key_latents,
                                     {kf.frame: kf.strength for kf in keyframes}, fusion_module,
                                     camera=settings.camera_move(), camera_strength=settings.camera_strength)
-        bar, report = _progress(len(sigmas) - 1, progress, callback)
-        with bar:
-            sampler = get_sampler(settings.sampler)
+        # 4. Sampling; FreeInit repeats it from re-initialised noise (every pass re-applies the guidance).
+        freeinit = settings.freeinit()
+        bar, report = _progress((len(sigmas) - 1) * freeinit.iterations, progress, callback)
+        sampler = get_sampler(settings.sampler)
+
+        def sample_pass(unit_noise, index):
+            x = first_input(unit_noise)
             return sampler(feedback, x, sigmas, extra_args={"cond": cond, "uncond": uncond}, callback=report,
                            noise_sampler=video_noise_sampler(x, generators))
+
+        with bar:
+            return freeinit_passes(sample_pass, noise, float(sigmas[0]), freeinit,
+                                   lambda index: initial_noise(noise.shape, generators, torch.float32, device))
 
 
 @torch.no_grad()
@@ -296,5 +325,7 @@ def build_video_infotext(settings: VideoSettings, seed: int, model, motion, moti
         or None,
         "Denoising strength": settings.denoising_strength if source_label else None,
         SOURCE_KEY: source_label,
+        **freeinit_infotext(settings.freeinit()),
+        "CCDM interpolate": settings.interpolate if settings.interpolate > 1 else None,
     }
     return build_infotext(settings.prompt, settings.negative_prompt, params)

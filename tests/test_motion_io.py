@@ -183,3 +183,21 @@ def test_non_tensor_files_and_failed_saves_leave_nothing(tmp_path, tiny_unet, mo
     assert target.read_bytes() == before and sorted(p.name for p in target.parent.iterdir()) == ["m.safetensors"]
     with pytest.raises(CCDMError, match=".safetensors only"):
         save_motion_module(module, tmp_path / "m.ckpt")
+
+
+def test_loading_does_not_depend_on_load_state_dict(tmp_path, monkeypatch):
+    """While the WebUI loads a checkpoint it replaces Module.load_state_dict for every module (returning None):
+    the module listing must still load motion modules then."""
+    import torch
+
+    from ccdm_core import new_motion_module, save_motion_module
+    from ccdm_core.motion_io import load_motion_module
+    from conftest import make_unet, randomize_
+
+    module = randomize_(new_motion_module(make_unet(), "animatediff-v2", max_frames=8), seed=2)
+    save_motion_module(module, tmp_path / "m.safetensors")
+    monkeypatch.setattr(torch.nn.Module, "load_state_dict", lambda self, *a, **k: None)
+    loaded = load_motion_module(tmp_path / "m.safetensors")
+    expected = {k: v for k, v in module.state_dict().items() if not k.endswith("pe")}
+    got = loaded.state_dict()
+    assert all(torch.allclose(got[k].float(), v.float()) for k, v in expected.items())

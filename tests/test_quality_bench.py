@@ -62,3 +62,24 @@ def test_fusion_sweep_uses_held_out_subjects_and_compares_to_motion_only(tmp_pat
     assert on["fidelity_a_minus_this"] == (result["arms"]["a_base_per_frame"]["subject_fidelity_pct"]
                                            - result["arms"]["fusion 1, cross-frame 0, end 1"]["subject_fidelity_pct"])
     assert (tmp_path / "out" / "fusion_sweep.md").read_text().count("\n") == 4
+
+
+def test_freeinit_sweep_compares_iterations_with_fusion_at_its_defaults(tmp_path, monkeypatch):
+    from train.mini import fusion_sweep, freeinit_sweep
+
+    monkeypatch.setattr(freeinit_sweep, "HELD_OUT_SEEDS", (0,))
+    monkeypatch.setattr(freeinit_sweep, "ITERATIONS", (1, 2))
+    model = build_default_model()
+    names = [f"s{i}" for i in range(9)]
+    classifier = SubjectClassifier(classes=len(names))
+    write_safetensors(classifier.state_dict(), tmp_path / "cls.safetensors",
+                      {"ccdm.subjects": ",".join(names), "ccdm.captions": json.dumps({n: f"a {n}" for n in names})})
+    result = freeinit_sweep.sweep(model, new_motion_module(model.unet, max_frames=8), tmp_path / "cls.safetensors",
+                                  tmp_path / "out", frames=3, steps=2)
+    assert result["subjects"] == ["s8"] and fusion_sweep.HELD_OUT_SEEDS == (100, 101)
+    arms = result["arms"]
+    assert set(arms) == {"a_base_per_frame", "b_motion_only", "c_ccdm_freeinit_1", "c_ccdm_freeinit_2"}
+    assert arms["c_ccdm_freeinit_1"] != arms["c_ccdm_freeinit_2"]  # the second pass changes the clip
+    assert result["arm_seconds"]["c_ccdm_freeinit_2"] > 0
+    assert set(result["ratios"]) == {"c_ccdm_freeinit_1", "c_ccdm_freeinit_2"}
+    assert (tmp_path / "out" / "freeinit_sweep.md").exists()

@@ -30,7 +30,9 @@ def test_defaults_round_trip_by_field_name():
                     "fusion_strength": 0.5, "cross_frame_strength": 0.5, "fusion_mode": "temporal", "keyframes": [],
                     "anchor_first": False, "camera": "auto", "camera_strength": 1.0, "source_video": "",
                     "source_start": 0, "source_stride": 1, "source_fit": "crop", "denoising_strength": 0.6,
-                    "keep_audio": True}
+                    "keep_audio": True, "freeinit_iterations": 1, "freeinit_filter": "butterworth",
+                    "freeinit_spatial": 0.25, "freeinit_temporal": 0.25, "freeinit_noise": "fresh",
+                    "interpolate": 1}
     assert json.loads(json.dumps(data)) == data
     assert CCDMSettings.from_dict(data) == s
     assert CCDMSettings.from_dict(json.dumps(data)) == s
@@ -55,6 +57,10 @@ def test_partial_object_takes_the_rest_from_defaults():
     ({"keep_audio": "no"}, "keep_audio", "true or false"),
     ({"source_video": "/etc/passwd"}, "source_video", "neither a data URL nor base64"),
     ({"source_video": 12}, "source_video", "must be a data URL or base64"),
+    ({"freeinit_iterations": 6}, "freeinit_iterations", "in 1..5"),
+    ({"freeinit_filter": "sharp"}, "freeinit_filter", "accepted: butterworth"),
+    ({"freeinit_spatial": 0}, "freeinit_spatial", "in \\(0, 1\\]"),
+    ({"interpolate": 9}, "interpolate", "accepted 1..8"),
     ({"frames": "16"}, "frames", "must be an integer"),
     ({"frames": True}, "frames", "must be an integer"),
     ({"frames": 16.5}, "frames", "must be an integer"),
@@ -339,3 +345,18 @@ def test_fusion_infotext_forms():
     with pytest.raises(CCDMSettingsError, match="^keyframes: "):
         keyframe_strengths_from_infotext({"CCDM keyframes": "0=1"})
     assert keyframe_strengths_from_infotext({}) == {}
+
+
+def test_freeinit_and_interpolation_round_trip_through_the_infotext():
+    s = CCDMSettings(enabled=True, freeinit_iterations=3, freeinit_filter="gaussian", freeinit_spatial=0.5,
+                     interpolate=4)
+    params = s.infotext_params("m [0123456789]")
+    assert params["CCDM FreeInit"] == "3/gaussian/0.5/0.25/fresh" and params["CCDM interpolate"] == 4
+    text = build_infotext("a cat", "", {"Steps": 4, **params})
+    _, _, parsed = parse_infotext(text)
+    back = settings_from_infotext(parsed)
+    assert (back.freeinit_iterations, back.freeinit_filter, back.freeinit_spatial, back.interpolate) == (
+        3, "gaussian", 0.5, 4)
+    plain = settings_from_infotext({"CCDM frames": "16"}, base=s)
+    assert (plain.freeinit_iterations, plain.interpolate) == (1, 1)  # absent entries: it was off
+    assert "CCDM FreeInit" not in CCDMSettings().infotext_params("m [0123456789]")

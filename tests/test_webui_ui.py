@@ -53,14 +53,16 @@ def test_script_and_tab_build_under_gradio_3_41_2(report):
     for tab in ("txt2img", "img2img"):
         built = report[tab]
         # the settings State, then the accordion's video-source upload (a second script arg; the API leaves it out)
-        assert built["components"] == ["State", "File"] and built["infotext_fields"] == 16
+        assert built["components"] == ["State", "File"] and built["infotext_fields"] == 22
         assert built["value"] == {"schema": 1, "enabled": False, "motion_module": label, "frames": 16, "fps": 8.0,
                                   "context_length": 16, "context_overlap": 4, "closed_loop": False,
                                   "formats": ["mp4"], "fusion_strength": 0.5, "cross_frame_strength": 0.5,
                                   "fusion_mode": "temporal", "keyframes": [], "anchor_first": False,
                                   "camera": "auto", "camera_strength": 1.0, "source_video": "", "source_start": 0,
                                   "source_stride": 1, "source_fit": "crop", "denoising_strength": 0.6,
-                                  "keep_audio": True}
+                                  "keep_audio": True, "freeinit_iterations": 1, "freeinit_filter": "butterworth",
+                                  "freeinit_spatial": 0.25, "freeinit_temporal": 0.25, "freeinit_noise": "fresh",
+                                  "interpolate": 1}
 
 
 def test_camera_controls_build_and_feed_the_settings(report):
@@ -80,30 +82,33 @@ def test_camera_controls_build_and_feed_the_settings(report):
     for name in ("camera", "camera_strength"):  # Generate reads it (after id_task), Paste sets it
         assert events[f"ccdm_txt2vid_{name}"] == [["click", "input", fields.index(name) + 1],
                                                   ["click", "output", fields.index(name)]]
-    assert fields[-6:] == ["keyframes", "source_start", "source_stride", "source_fit", "denoising_strength",
-                           "keep_audio"]
+    assert fields[-12:] == ["keyframes", "source_start", "source_stride", "source_fit", "denoising_strength",
+                            "keep_audio", "interpolate", "freeinit_iterations", "freeinit_filter",
+                            "freeinit_spatial", "freeinit_temporal", "freeinit_noise"]
 
 
 def test_paste_selects_the_module_by_hash_and_fills_the_fields(report):
     label = f"tiny_v2 [{report['sha'][:10]}]"
     assert report["script_paste"] == [True, label, "12", "10", 8, 2, True, 0.25, 0, "keyframe", True, "pan-left",
-                                      0.5, "<update>", "<update>", "<update>"]  # no CCDM source: left as they are
+                                      0.5, 1, 1, "<update>", "<update>", "<update>", "<update>",  # FreeInit off
+                                      "<update>", "<update>", "<update>"]  # no CCDM source: left as they are
     assert report["tab_paste"] == ["a cat", "dog", "DDIM", 9, 6.5, 256, 320, 3, label, 12, 10, 8, 2, True,
                                    "<update>", 0.25, 0, "keyframe", True, "pan-left", 0.5,
-                                   "<update>"] + ["<update>"] * 5  # images: not in infotext; no source
+                                   "<update>"] + ["<update>"] * 5 + [1, 1] + ["<update>"] * 4  # images: not in
+    # the infotext; no source; FreeInit and interpolation off
     assert report["tab_paste_old"] == ["a cat", "dog", "DDIM", 9, 6.5, 256, 320, 3, label, 12, 10, 8, 2, True,
                                        "<update>", "<update>", "<update>", "<update>", False, "none", "<update>",
-                                       "<update>"] + ["<update>"] * 5
+                                       "<update>"] + ["<update>"] * 5 + [1, 1] + ["<update>"] * 4
 
 
 def test_paste_sets_the_camera_a_ccdm_run_followed_and_leaves_it_otherwise(report):
     """`CCDM camera: pan left 0.5` -> pan-left, 0.5 (test above). A CCDM infotext without the entry was made without
     camera guidance: camera none, strength left. An infotext without CCDM entries, or an unreadable entry: both
     controls left as they are."""
-    camera = slice(-5, -3)  # the three source readers follow the camera controls
+    camera = slice(-11, -9)  # six FreeInit/interpolation and three source readers follow the camera controls
     assert report["script_paste_old"][camera] == ["none", "<update>"]
     assert report["script_paste_plain"][camera] == ["<update>", "<update>"]
-    assert report["tab_paste_plain"][-8:-5] == ["<update>", "<update>", "<update>"]
+    assert report["tab_paste_plain"][-14:-11] == ["<update>", "<update>", "<update>"]
     assert report["script_paste_bad_camera"][camera] == ["<update>", "<update>"]
 
 
@@ -125,6 +130,8 @@ def test_controls_and_tab_inputs_become_validated_settings(report):
     assert (request["anchor_first"], request["camera"], request["camera_strength"]) == (True, "zoom-out", 0.5)
     assert [request[k] for k in ("source_start", "source_stride", "source_fit", "denoising_strength",
                                  "keep_audio")] == [2, 3, "pad", 0.45, False]
+    assert [request[k] for k in ("interpolate", "freeinit_iterations", "freeinit_filter", "freeinit_spatial",
+                                 "freeinit_temporal", "freeinit_noise")] == [2, 2, "box", 0.5, 0.25, "initial"]
 
 
 def test_api_routes_list_modules_and_reject_bad_fields_with_422(report):

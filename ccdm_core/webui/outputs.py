@@ -55,19 +55,34 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def write_clip(frames: np.ndarray, folder: os.PathLike, seed: int, formats: Sequence[VideoFormat], fps: float,
-               infotext: str, save_frames: bool = False) -> ClipFiles:
-    """Write one clip in every format (atomically, infotext embedded where the format allows) and its `.txt`."""
+               infotext: str, save_frames: bool = False, interpolate: int = 1,
+               closed_loop: bool = False) -> ClipFiles:
+    """Write one clip in every format (atomically, infotext embedded where the format allows) and its `.txt`;
+    with `interpolate` > 1 through optical-flow interpolation, streamed into the writer, at fps x interpolate."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     stem = f"{next_sequence_number(folder):05d}-{seed}"
     videos: Dict[str, Path] = {}
     for fmt in formats:
         name = VideoFormat(fmt).value
-        videos[name] = write_video(frames, folder / f"{stem}.{name}", fps, name, infotext)
+        videos[name] = _write_format(frames, folder / f"{stem}.{name}", fps, name, infotext, interpolate,
+                                     closed_loop)
     text_path = folder / f"{stem}.txt"
     _write_text(text_path, infotext)
     frame_paths = save_frames_png(frames, folder / f"{stem}-frames", stem, infotext) if save_frames else []
     return ClipFiles(stem, videos, text_path, list(frame_paths))
+
+
+def _write_format(frames: np.ndarray, path: Path, fps: float, fmt: str, infotext: str, interpolate: int,
+                  closed_loop: bool) -> Path:
+    if interpolate <= 1:
+        return write_video(frames, path, fps, fmt, infotext)
+    from ..interpolate import interpolate_frames
+    from ..video_stream import write_video_stream
+
+    print(f"CCDM: interpolating {len(frames)} frames x{interpolate} into {path.name}")
+    stream = interpolate_frames(iter(frames), interpolate, closed_loop)
+    return write_video_stream(stream, path, fps * interpolate, fmt, infotext)
 
 
 def frames_from_unit_tensors(images: Sequence) -> np.ndarray:

@@ -20,6 +20,7 @@ from . import env
 from .attention_dispatch import backend_for
 from .controlnet import controlnet_frames, controlnet_scripts
 from .discovery import MotionEntry, list_motion_modules, no_module_message, resolve_motion_module
+from .freeinit_passes import check_freeinit, sample_with_freeinit
 from .guidance import (EPS, UNSUPPORTED, X0, Guidance, Prediction, PromptSchedule, active_guidance,
                        build_guidance, build_prompt_schedule, with_anchor)
 from .outputs import ClipFiles, dated_folder, frames_from_unit_tensors, write_clip
@@ -132,6 +133,7 @@ def prepare(run: VideoRun, p) -> None:
         unet = p.sd_model.model.diffusion_model
         run.module = load_module(run.entry, devices.device, next(unet.parameters()).dtype)
         check_run(p.sd_model, run.module, run.settings)
+        check_freeinit(p, run)
         prompt = first_prompt(p)  # names the camera move under `auto`: guidance and infotext read the same one
         run.guidance = _guidance(p, run, prompt)
         run.prompts = _prompt_schedule(p, run)
@@ -225,7 +227,7 @@ def install_sample_wrapper(p, run: VideoRun) -> None:
                 video_patches(p.sd_model, run.module, run.settings, attention_fn, keyframes):
             with control.tag_frames(), _fresh_sampler(p, run), _first_frame_keyframe(p, run), \
                     active_guidance(guidance, run.prompts, lambda: sampler_prediction(p)):
-                result = original(*args, **kwargs)
+                result = sample_with_freeinit(p, run, lambda: original(*args, **kwargs))
         run.incomplete.append(bool(shared.state.interrupted or shared.state.skipped))
         return result
 
@@ -397,7 +399,8 @@ def write_clips(p, processed, run: VideoRun, folder: Path) -> List[ClipFiles]:
         info = infotexts[n * frames] if n * frames < len(infotexts) else processed.info
         seed = p.all_seeds[n * frames] if getattr(p, "all_seeds", None) else processed.seed
         run.clips.append(write_clip(clip, folder, seed, run.settings.formats, run.settings.fps, info,
-                                    bool(env.opt("ccdm_save_frames"))))
+                                    bool(env.opt("ccdm_save_frames")), run.settings.interpolate,
+                                    run.settings.closed_loop))
         run.reports.append(report_for_clip(clip, run.settings.fps, run.clips[-1]))
     keep_audio(run.clips, run.settings, run.source)
     return run.clips

@@ -15,7 +15,10 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 from ..camera import CAMERA_CHOICES, MOVES, camera_infotext, resolve_camera
 from ..errors import CCDMError
 from ..fusion import FusionMode
+from ..freeinit import FreeInitSettings, freeinit_infotext, parse_freeinit
+from ..freeinit import INFOTEXT_KEY as KEY_FREEINIT
 from ..init_frames import DEFAULT_STRENGTH, SOURCE_KEY, parse_source_label
+from ..interpolate import INTERPOLATE_RANGE
 from ..sources import SOURCE_FITS, looks_like_path
 from ..keyframes import (Keyframe, check_keyframes, format_value_schedule, image_digest, parse_keyframes_json,
                          parse_value_schedule)
@@ -42,6 +45,8 @@ KEY_CAMERA = "CCDM camera"  # written only when camera guidance acted: `zoom in 
 KEY_SOURCE = SOURCE_KEY  # video to video: `<sha256 first 10 hex> <start>/<stride>/<frames>`; the video is not in it
 KEY_STRENGTH = "Denoising strength"  # the WebUI's own key, written for a video-to-video run
 STRIDE_RANGE = (1, 1000)
+KEY_INTERPOLATE = "CCDM interpolate"
+FREEINIT_FIELDS = ("iterations", "filter", "spatial", "temporal", "noise")
 _DATA_URL = re.compile(r"^data:[^,]*;base64,", re.IGNORECASE)
 _BASE64 = re.compile(r"^[A-Za-z0-9+/=_\-\s]+$")
 FUSION_MODES = tuple(m.value for m in FusionMode)
@@ -145,6 +150,13 @@ class CCDMSettings:
     source_fit: str = "crop"
     denoising_strength: float = DEFAULT_STRENGTH
     keep_audio: bool = True
+    # FreeInit (re-sampling from the low frequencies of each result) and frame interpolation of the written clip
+    freeinit_iterations: int = 1
+    freeinit_filter: str = "butterworth"
+    freeinit_spatial: float = 0.25
+    freeinit_temporal: float = 0.25
+    freeinit_noise: str = "fresh"
+    interpolate: int = 1
 
     def __post_init__(self):
         set_ = object.__setattr__  # frozen: normalise in place once
@@ -175,6 +187,16 @@ class CCDMSettings:
                                     f"{', '.join(SOURCE_FITS)}")
         set_(self, "denoising_strength", _float("denoising_strength", self.denoising_strength, *STRENGTH_RANGE))
         set_(self, "keep_audio", _bool("keep_audio", self.keep_audio))
+        self.freeinit()  # validates the FreeInit fields by name
+        set_(self, "interpolate", _int("interpolate", self.interpolate, *INTERPOLATE_RANGE))
+
+    def freeinit(self) -> FreeInitSettings:
+        values = {name: getattr(self, f"freeinit_{name}") for name in FREEINIT_FIELDS}
+        try:
+            return FreeInitSettings(**values)
+        except CCDMError as err:
+            field = str(err).split(" ", 1)[0]
+            raise CCDMSettingsError(field if field.startswith("freeinit_") else "freeinit", str(err)) from None
 
     @classmethod
     def field_names(cls) -> Tuple[str, ...]:
@@ -229,6 +251,9 @@ class CCDMSettings:
         if self.anchor_first:
             out[KEY_ANCHOR_FIRST] = "true"
         out.update(self.camera_params(prompt))
+        out.update(freeinit_infotext(self.freeinit()))
+        if self.interpolate > 1:
+            out[KEY_INTERPOLATE] = self.interpolate
         return out
 
     def source_params(self, sha256: str) -> Dict[str, Any]:
@@ -355,7 +380,22 @@ def settings_from_infotext(params: Mapping[str, str], base: Optional[CCDMSetting
     values["anchor_first"] = parse_anchor_first(params)
     values.update(camera_from_infotext(params))
     values.update(source_from_infotext(params))
+    values.update(steadier_from_infotext(params))
     return dataclasses.replace(base, **values)
+
+
+def steadier_from_infotext(params: Mapping[str, str]) -> Dict[str, Any]:
+    """FreeInit and interpolation of a CCDM infotext; absent entries mean off (they are written only when on)."""
+    values: Dict[str, Any] = {"freeinit_iterations": 1, "interpolate": 1}
+    if KEY_FREEINIT in params:
+        try:
+            parsed = parse_freeinit(params[KEY_FREEINIT])
+        except CCDMError as err:
+            raise CCDMSettingsError("freeinit", str(err)) from None
+        values.update({f"freeinit_{k}": v for k, v in parsed.items() if k in FREEINIT_FIELDS})
+    if KEY_INTERPOLATE in params:
+        values["interpolate"] = _number_from_text("interpolate", params[KEY_INTERPOLATE])
+    return values
 
 
 def source_from_infotext(params: Mapping[str, str]) -> Dict[str, Any]:

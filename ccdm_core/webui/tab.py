@@ -9,9 +9,10 @@ import gradio as gr
 from ..infotext import parse_infotext
 from . import env, timeline
 from .controlnet import controlnet_options_json
-from .settings import (KEY_CAMERA, KEY_FUSION, KEY_SOURCE, SIZE_RANGE, CCDMSettingsError, Txt2VidRequest,
+from .settings import (KEY_CAMERA, KEY_FREEINIT, KEY_FUSION, KEY_SOURCE, SIZE_RANGE, CCDMSettingsError, Txt2VidRequest,
                        settings_from_infotext)
 from .reporting import report_html, report_image
+from .steady_ui import STEADY_FIELDS
 from .source_ui import SOURCE_FIELDS, pasted_source_note, source_controls, wire_preview
 from .ui import FUSION_FIELDS, module_picker, pasted_module, settings_from_controls, video_controls
 
@@ -29,7 +30,8 @@ SUBMIT_JS = """function() {
 REQUEST_FIELDS = ("prompt", "negative_prompt", "sampler_name", "steps", "cfg_scale", "width", "height", "seed")
 VIDEO_FIELDS = ("motion_module", "frames", "fps", "context_length", "context_overlap", "closed_loop", "formats",
                 "fusion_strength", "cross_frame_strength", "fusion_mode", "anchor_first", "camera", "camera_strength",
-                "keyframes", "source_start", "source_stride", "source_fit", "denoising_strength", "keep_audio")
+                "keyframes", "source_start", "source_stride", "source_fit", "denoising_strength", "keep_audio"
+                ) + STEADY_FIELDS
 
 
 def _prompt_column() -> Dict[str, Any]:
@@ -210,5 +212,7 @@ def paste(text: str):
             video["camera_strength"] = None  # camera guidance was off (camera: none): the strength did nothing
         if KEY_SOURCE not in params:  # text to video: the source controls are left as they are
             video.update(dict.fromkeys(SOURCE_FIELDS))
+        if KEY_FREEINIT not in params:  # FreeInit was off: 1 iteration, its other controls left as they are
+            video.update(dict.fromkeys(f for f in STEADY_FIELDS if f not in ("interpolate", "freeinit_iterations")))
     out = [values.get(n) for n in REQUEST_FIELDS] + [video.get(n) for n in VIDEO_FIELDS]
     return [gr.update() if v is None else (v if isinstance(v, dict) else gr.update(value=v)) for v in out]

@@ -10,6 +10,7 @@ from ..camera import CAMERA_CHOICES
 from . import env
 from .discovery import label_hash
 from .source_ui import settings_from_source_controls, source_controls, source_infotext_fields, wire_preview
+from .steady_ui import STEADY_FIELDS, steady_controls, steady_infotext_fields, steady_values
 from .settings import (CONTEXT_RANGE, FORMAT_NAMES, FPS_RANGE, FRAMES_RANGE, FUSION_MODES, KEY_CAMERA, KEY_CONTEXT,
                        KEY_FPS, KEY_FRAMES, KEY_FUSION, KEY_MODULE, STRENGTH_RANGE, CCDMSettings, CCDMSettingsError,
                        camera_from_infotext, parse_anchor_first, parse_camera, parse_context, parse_fusion)
@@ -21,7 +22,7 @@ REFRESH_SYMBOL = "\U0001f504"
 CONTROL_FIELDS = ("enabled", "motion_module", "frames", "fps", "context_length", "context_overlap", "closed_loop",
                   "formats", "fusion_strength", "cross_frame_strength", "fusion_mode", "keyframes", "anchor_first",
                   "camera", "camera_strength", "source_start", "source_stride", "source_fit", "denoising_strength",
-                  "keep_audio")
+                  "keep_audio") + STEADY_FIELDS
 FUSION_FIELDS = ("fusion_strength", "cross_frame_strength", "fusion_mode")
 CAMERA_FIELDS = ("camera", "camera_strength")
 KEYFRAMES_PLACEHOLDER = '[{"frame": 0, "image": "data:image/png;base64,...", "strength": 1.0, "prompt": null}]'
@@ -106,6 +107,7 @@ def fusion_controls(elem_prefix: str, defaults: CCDMSettings) -> Dict[str, Any]:
         c["fusion_mode"] = gr.Dropdown(label="Fusion mode", choices=list(FUSION_MODES), value=defaults.fusion_mode,
                                        elem_id=f"{elem_prefix}_fusion_mode")
     c.update(camera_controls(elem_prefix, defaults))
+    c.update(steady_controls(elem_prefix, defaults))
     c["anchor_first"] = gr.Checkbox(value=defaults.anchor_first, label="Anchor first (render frame 0 with the plain "
                                     "text-to-image model, then animate from it)", elem_id=f"{elem_prefix}_anchor_first")
     c["keyframes"] = gr.Textbox(label="Keyframes (JSON: frame, image as data URL or base64, strength, prompt)",
@@ -152,6 +154,7 @@ def settings_from_controls(values: Dict[str, Any]) -> Dict[str, Any]:
     if "keyframes" in out:
         out["keyframes"] = out["keyframes"] or ""  # JSON text; the settings parse and check it
     out.update(settings_from_source_controls(out))
+    out.update(steady_values(out))
     return out
 
 
@@ -233,6 +236,7 @@ def infotext_fields(controls: Dict[str, Any]) -> List[Tuple[Any, Any]]:
         fields.append((controls["anchor_first"], pasted_anchor_first))
     readers = {"camera": pasted_camera, "camera_strength": pasted_camera_strength}
     fields += [(controls[name], readers[name]) for name in CAMERA_FIELDS if name in controls]
+    fields += steady_infotext_fields(controls)
     if "source_start" in controls:
         fields += source_infotext_fields(controls)
     if "enabled" in controls:

@@ -119,7 +119,7 @@ def main():
     keyframes = json.dumps([{"frame": 3, "image": "data:image/png;base64,AAAA", "strength": 0.5}])
     request = tab.request_from_inputs(["a cat", "", "Euler", 9.0, 6.5, 256.0, 320.0, 3.0, label, 12.0, 10, 8.0, 2.0,
                                        True, ["gif"], 0.25, 1, "keyframe", True, "zoom-out", 0.5, keyframes,
-                                       2.0, 3.0, "pad", 0.45, False])
+                                       2.0, 3.0, "pad", 0.45, False, 2.0, 2.0, "box", 0.5, 0.25, "initial"])
     report["request"] = request.to_dict()
 
     app = FastAPI()

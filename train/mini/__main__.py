@@ -17,7 +17,8 @@ import torch
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.mini", description=__doc__)
-    parser.add_argument("stage", choices=["vae", "base", "classifier", "clips", "ship", "sweep", "camera-check"])
+    parser.add_argument("stage", choices=["vae", "base", "classifier", "clips", "ship", "sweep", "camera-check",
+                                          "freeinit-sweep"])
     parser.add_argument("--out", required=True, help="folder for the stage's files (the base stage reads vae)")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
@@ -30,7 +31,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.stage == "ship":
         return _ship(parser, args)
-    if args.stage in ("sweep", "camera-check"):
+    if args.stage in ("sweep", "camera-check", "freeinit-sweep"):
         return _measure(args)
     from .classifier import train_classifier
     from .stages import train_base, train_vae, write_stats
@@ -57,12 +58,14 @@ def _measure(args) -> int:
     from ccdm_core.motion_io import load_motion_module
     from ccdm_core.sd.loader import load_sd_checkpoint
 
+    from . import freeinit_sweep
     from .camera_check import camera_check
     from .fusion_sweep import sweep
 
     torch.set_num_threads(args.threads)
     classifier = Path(MINI_CHECKPOINT).parent / "subject-classifier.safetensors"
-    run, name = (sweep, "fusion_sweep") if args.stage == "sweep" else (camera_check, "camera_check")
+    run, name = {"sweep": (sweep, "fusion_sweep"), "camera-check": (camera_check, "camera_check"),
+                 "freeinit-sweep": (freeinit_sweep.sweep, "freeinit_sweep")}[args.stage]
     result = run(load_sd_checkpoint(MINI_CHECKPOINT), load_motion_module(MINI_MOTION_DEFAULT), classifier,
                  Path(args.out))
     print((Path(args.out) / f"{name}.md").read_text())

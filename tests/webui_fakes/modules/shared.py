@@ -32,6 +32,12 @@ class State:
     interrupted = False
     skipped = False
     job = ""
+    job_count = 0
+    job_no = 0
+    textinfo = None
+
+    def nextjob(self):
+        self.job_no += 1
 
     def interrupt(self):
         self.interrupted = True
