@@ -108,3 +108,26 @@ def test_module_entry_point_and_bench_line():
     assert done.returncode == 0, done.stderr
     line = json.loads(done.stdout)
     assert line["flop_ratio"] > 1.0 and line["median_s_bare"] > 0 and line["time_ratio"] > 0
+
+
+def test_interpolate_writes_more_frames_at_a_higher_rate(tmp_path, capsys):
+    out_path = tmp_path / "clip.gif"
+    code, out, err = run_cli(capsys, "generate", *FAST, "--interpolate", "3", "--fps", "24", "--out", str(out_path))
+    assert code == 0, err
+    frames, fps = read_video(out_path)
+    assert frames.shape[0] == (5 - 1) * 3 + 1 and fps == pytest.approx(24, rel=0.05)
+    assert "CCDM interpolate: 3" in read_infotext(out_path)
+    code, out, err = run_cli(capsys, "interpolate", str(out_path), "--factor", "2", "--out",
+                             str(tmp_path / "again.gif"), "--quiet")
+    assert code == 0, err
+    assert json.loads(out)["frames"] == (13 - 1) * 2 + 1
+    assert "CCDM interpolate: 6" in read_infotext(tmp_path / "again.gif")
+
+
+def test_freeinit_and_bad_interpolate_from_the_cli(tmp_path, capsys):
+    code, out, err = run_cli(capsys, "generate", *FAST, "--freeinit-iterations", "2", "--out",
+                             str(tmp_path / "fi.gif"))
+    assert code == 0, err
+    assert "CCDM FreeInit: 2/butterworth/0.25/0.25/fresh" in read_infotext(tmp_path / "fi.gif")
+    code, _, err = run_cli(capsys, "generate", *FAST, "--interpolate", "9", "--out", str(tmp_path / "x.gif"))
+    assert code == 2 and "--interpolate" in err and not (tmp_path / "x.gif").exists()
