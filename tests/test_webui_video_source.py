@@ -163,3 +163,10 @@ def test_the_api_answer_has_the_report_and_its_pairs_when_asked():
     assert body["report"] == {"frames": 4, "warp_error": 1.5}
     body = txt2vid_response(Txt2VidRequest.from_dict({"prompt": "x", "report_per_frame": True}), result)
     assert body["report"] == report
+
+
+def test_a_new_upload_takes_all_frames_and_previews_them(tone):
+    from ccdm_core.webui.source_ui import preview_new_upload
+
+    frames, text, thumbs = preview_new_upload(str(tone), 0, 1, "crop")
+    assert frames == 0 and text.startswith("<p>24 frames at 8 fps") and len(thumbs) == 2

@@ -47,14 +47,23 @@ def source_controls(elem_prefix: str, defaults: CCDMSettings, with_strength: boo
 
 
 def wire_preview(c: Dict[str, Any], frames_control) -> None:
-    """The preview follows the upload and the options that change which frames are used."""
-    inputs = [c["source_upload"], c["source_start"], c["source_stride"], frames_control, c["source_fit"]]
-    # a new upload takes all the frames the source gives (frames 0) unless the user then sets a count
-    c["source_upload"].upload(fn=lambda _: 0, inputs=[c["source_upload"]], outputs=[frames_control],
-                              show_progress=False)
-    for name in ("source_upload", "source_start", "source_stride", "source_fit"):
-        c[name].change(fn=preview_source, inputs=inputs, outputs=[c["source_preview"], c["source_thumbs"]],
+    """The preview follows the upload and the options that change which frames are used. A new upload takes all
+    the frames the source gives (frames 0) unless the user then sets a count; one event does both, so the preview
+    never shows the previous count."""
+    outputs = [c["source_preview"], c["source_thumbs"]]
+    options = [c["source_start"], c["source_stride"], frames_control, c["source_fit"]]
+    c["source_upload"].upload(fn=preview_new_upload, inputs=[c["source_upload"], c["source_start"],
+                                                              c["source_stride"], c["source_fit"]],
+                              outputs=[frames_control] + outputs, show_progress=False)
+    c["source_upload"].clear(fn=lambda: ("", []), inputs=[], outputs=outputs, show_progress=False)
+    for control in options:
+        control.change(fn=preview_source, inputs=[c["source_upload"]] + options, outputs=outputs,
                        show_progress=False)
+
+
+def preview_new_upload(upload: Any, source_start: Any, source_stride: Any, source_fit: Any):
+    """A new upload: frames 0 (all the source gives) and the preview of that."""
+    return (0, *preview_source(upload, source_start, source_stride, 0, source_fit))
 
 
 def preview_source(upload: Any, source_start: Any, source_stride: Any, frames: Any,
