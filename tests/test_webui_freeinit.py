@@ -95,3 +95,4 @@ def test_interpolation_writes_fps_times_the_factor_with_its_infotext(webui):
     assert p.extra_generation_params["CCDM interpolate"] == 3
     frames, fps = read_video(next((webui.root / "out").rglob("*.mp4")))
     assert len(frames) == (6 - 1) * 3 + 1 and fps == pytest.approx(8 * 3, rel=0.02)
+    assert webui.shared.state.textinfo.endswith(": 16/16 frames")  # the phase shows its progress

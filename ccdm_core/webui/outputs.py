@@ -80,9 +80,26 @@ def _write_format(frames: np.ndarray, path: Path, fps: float, fmt: str, infotext
     from ..interpolate import interpolate_frames
     from ..video_stream import write_video_stream
 
-    print(f"CCDM: interpolating {len(frames)} frames x{interpolate} into {path.name}")
-    stream = interpolate_frames(iter(frames), interpolate, closed_loop)
-    return write_video_stream(stream, path, fps * interpolate, fmt, infotext)
+    from tqdm import tqdm
+
+    from ..interpolate import interpolated_count
+
+    total = interpolated_count(len(frames), interpolate, closed_loop)
+    with tqdm(total=total, desc=f"CCDM interpolate x{interpolate}", unit="frame") as bar:
+        def progress(done: int, _total: int) -> None:
+            bar.update(done - bar.n)
+            _phase_text(f"CCDM: interpolating {path.name}: {done}/{total} frames")
+        stream = interpolate_frames(iter(frames), interpolate, closed_loop, progress=progress, total=len(frames))
+        return write_video_stream(stream, path, fps * interpolate, fmt, infotext)
+
+
+def _phase_text(text: str) -> None:
+    """The WebUI's progress text (shown under its progress bar) for a phase after sampling."""
+    try:
+        from modules import shared
+    except ImportError:
+        return
+    shared.state.textinfo = text
 
 
 def frames_from_unit_tensors(images: Sequence) -> np.ndarray:
