@@ -7,17 +7,15 @@ import base64
 import pytest
 
 from ccdm_core.video import read_video
-from test_webui_live import SIZE, STEPS, URL, call, pick_module
+from test_webui_live import SIZE, STEPS, URL, call, module_name  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.webui, pytest.mark.skipif(not URL, reason="set CCDM_WEBUI_URL to a live WebUI 1.6.0")]
 FRAMES = 6
 
 
 @pytest.fixture(scope="module")
-def motion():
-    status, body = call("/ccdm/v1/motion-modules")
-    assert status == 200, body
-    return pick_module(body)
+def motion(module_name):
+    return module_name
 
 
 def txt2vid(motion, **extra):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from media import data_url, tone_video
-from test_webui_live import SIZE, STEPS, URL, call, pick_module, pixels
+from test_webui_live import SIZE, STEPS, URL, call, module_name, pixels  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.webui, pytest.mark.skipif(not URL, reason="set CCDM_WEBUI_URL to a live WebUI 1.6.0")]
 FRAMES = 6
@@ -22,10 +22,8 @@ def source(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def motion():
-    status, body = call("/ccdm/v1/motion-modules")
-    assert status == 200, body
-    return pick_module(body)
+def motion(module_name):
+    return module_name
 
 
 def txt2vid(motion, **extra):
