@@ -28,6 +28,8 @@ def _generate_parser(sub) -> None:
     p.add_argument("--sampler", default="ddim", choices=["ddim", "euler", "euler_a"])
     p.add_argument("--model", default=None, help="SD1.x single-file checkpoint (default: built-in demo model)")
     p.add_argument("--motion", default=None, help="motion module .safetensors/.ckpt (CCDM or AnimateDiff v1-v3)")
+    p.add_argument("--motion-lora", action="append", default=[], metavar="PATH[@STRENGTH]",
+                   help="a motion LoRA merged into the motion module for the run (repeatable; strength default 1)")
     p.add_argument("--context-length", type=int, default=16)
     p.add_argument("--context-overlap", type=int, default=4)
     p.add_argument("--closed-loop", action="store_true")
@@ -216,6 +218,27 @@ def _keep_audio(args, clip, path, fmt: str) -> bool:
     return mux_source_audio(path, args.video, clip.start_seconds, clip.duration_seconds)
 
 
+def _motion_loras(args, motion) -> list:
+    """(MotionLora, strength) for each --motion-lora PATH[@STRENGTH]; they need a motion module to merge into."""
+    if not args.motion_lora:
+        return []
+    if motion is None:
+        raise CCDMError("--motion-lora needs a motion module (--motion, or the shipped ccdm-mini one)")
+    from .motion_lora import load_motion_lora
+
+    out = []
+    for text in args.motion_lora:
+        path, _, strength = text.partition("@")
+        try:
+            value = float(strength) if strength else 1.0
+        except ValueError:
+            raise CCDMError(f"--motion-lora {text!r}: strength {strength!r} is not a number") from None
+        if not Path(path).is_file():
+            raise CCDMError(f"--motion-lora: no such file {path}")
+        out.append((load_motion_lora(path), value))
+    return out
+
+
 def _report(args, frames, fps: float, path) -> Optional[dict]:
     """The clip's consistency report (`ccdm evaluate`'s numbers), and OUT.report.json when asked for."""
     if not args.report:
@@ -242,7 +265,11 @@ def _write(result, settings, out: str, fmt: str):
 
 
 def cmd_generate(args) -> dict:
+    import contextlib
+
     from .init_frames import format_source_label
+    from .interpolate_cli import with_parameter
+    from .motion_lora import lora_label, merged_motion_loras
     from .motion_io import load_motion_module
     from .pipeline import VideoSettings, generate
     from .sd.loader import build_default_model, load_sd_checkpoint
@@ -265,8 +292,12 @@ def cmd_generate(args) -> dict:
     motion = load_motion_module(motion_path) if motion_path else None
     name = Path(motion_path).stem if motion_path else ""
     label = format_source_label(clip.sha256, args.source_start, args.source_stride, len(clip.frames)) if clip else None
-    result = generate(model, motion, settings, progress=not args.quiet, motion_name=name, keyframes=keyframes,
-                      source_frames=clip.frames if clip else None, source_label=label)
+    loras = _motion_loras(args, motion)
+    with merged_motion_loras(motion, loras) if loras else contextlib.nullcontext():
+        result = generate(model, motion, settings, progress=not args.quiet, motion_name=name, keyframes=keyframes,
+                          source_frames=clip.frames if clip else None, source_label=label)
+    if loras:
+        result.infotext = with_parameter(result.infotext, "CCDM motion LoRAs", lora_label(loras))
     path = _write(result, settings, args.out, fmt)
     audio = _keep_audio(args, clip, path, fmt)
     report = _report(args, result.frames, settings.fps / settings.interpolate, path)  # of the generated frames

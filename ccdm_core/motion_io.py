@@ -204,7 +204,12 @@ def save_motion_module(module: MotionModule, path: str | os.PathLike,
 
 
 def inspect_motion_file(path: str | os.PathLike) -> Dict[str, object]:
-    """What `ccdm inspect` prints for a motion checkpoint."""
+    """What `ccdm inspect` prints for a motion checkpoint or a motion LoRA."""
+    state, _ = read_tensors(Path(path)) if Path(path).is_file() else ({}, {})
+    if state and all("lora" in k.lower() or k.endswith(".alpha") for k in state):
+        from .motion_lora import describe_motion_lora, load_motion_lora
+
+        return describe_motion_lora(load_motion_lora(path), path)
     module = load_motion_module(path)
     info = module.info
     return {

@@ -1,0 +1,66 @@
+"""`ccdm generate --motion-lora PATH[@STRENGTH]` and `ccdm inspect` on a motion LoRA, with the shipped ccdm-mini
+model and module."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ccdm_core.assets import MINI_MOTION_DEFAULT, shipped
+from ccdm_core.cli import main
+from ccdm_core.tensorfile import write_safetensors
+from ccdm_core.video import read_infotext, read_video
+from conftest import make_unet, randomize_
+from test_motion_lora import lora_state
+
+FAST = ["--prompt", "a flower", "--frames", "4", "--steps", "2", "--seed", "3", "--quiet"]
+pytestmark = pytest.mark.skipif(shipped(MINI_MOTION_DEFAULT) is None, reason="needs the shipped ccdm-mini module")
+
+
+def run_cli(capsys, *args):
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def lora_file(tmp_path_factory):
+    from ccdm_core.motion_io import load_motion_module
+
+    module = load_motion_module(shipped(MINI_MOTION_DEFAULT))
+    path = tmp_path_factory.mktemp("lora") / "v2_lora_PanLeft.safetensors"
+    write_safetensors({k: v * 0.5 for k, v in lora_state(module, rank=4).items()}, path, {})
+    return path
+
+
+def test_a_motion_lora_changes_the_clip_and_strength_0_does_not(tmp_path, capsys, lora_file):
+    clips = {}
+    for name, extra in (("plain", []), ("lora", ["--motion-lora", f"{lora_file}@0.8"]),
+                        ("zero", ["--motion-lora", f"{lora_file}@0"])):
+        code, out, err = run_cli(capsys, "generate", *FAST, *extra, "--out", str(tmp_path / f"{name}.png"))
+        assert code == 0, err
+        clips[name] = read_video(tmp_path / f"{name}.png")[0]
+    assert np.array_equal(clips["plain"], clips["zero"]) and not np.array_equal(clips["plain"], clips["lora"])
+    info = read_infotext(tmp_path / "lora.png")
+    assert 'CCDM motion LoRAs: "v2_lora_PanLeft [' in info and ']:0.8"' in info  # quoted: it holds ':'
+
+
+def test_inspect_reports_a_motion_lora(capsys, lora_file):
+    code, out, err = run_cli(capsys, "inspect", str(lora_file))
+    assert code == 0, err
+    info = json.loads(out)
+    assert info["format"] == "motion-lora" and info["rank"] == 4 and info["layout"] == "animatediff"
+    assert info["blocks"] == ["down_blocks.0"] and len(info["sha256"]) == 64
+
+
+def test_a_lora_for_another_module_exits_2_and_writes_nothing(tmp_path, capsys):
+    other = randomize_(__import__("ccdm_core").new_motion_module(make_unet(model_channels=64), "animatediff-v2"), 1)
+    path = tmp_path / "wide.safetensors"
+    write_safetensors(lora_state(other), path, {})
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    code, _, err = run_cli(capsys, "generate", *FAST, "--motion-lora", str(path), "--out", str(out_dir / "c.gif"))
+    assert code == 2 and "does not fit this motion module" in err and list(out_dir.iterdir()) == []
+    code, _, err = run_cli(capsys, "generate", *FAST, "--motion-lora", f"{path}@x", "--out", str(out_dir / "c.gif"))
+    assert code == 2 and "strength 'x' is not a number" in err
