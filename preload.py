@@ -5,3 +5,6 @@ def preload(parser):
     parser.add_argument("--ccdm-motion-dir", type=str, default=None,
                         help="CCDM: an extra folder with motion modules (.safetensors, .ckpt, .pth), "
                              "searched besides models/ccdm")
+    parser.add_argument("--ccdm-motion-lora-dir", type=str, default=None,
+                        help="CCDM: an extra folder with motion LoRAs, searched besides models/ccdm/lora and "
+                             "models/Lora")

@@ -149,6 +149,11 @@ def _resolve(module: torch.nn.Module, lora: MotionLora) -> List[Tuple[torch.nn.P
     return out
 
 
+def check_fit(module: torch.nn.Module, lora: MotionLora) -> None:
+    """Refuse a LoRA that does not fit the module (by name), without changing anything."""
+    _resolve(module, lora)
+
+
 def check_strength(strength, name: str) -> float:
     ok = not isinstance(strength, bool) and isinstance(strength, (int, float))
     if not ok or not STRENGTH_RANGE[0] <= strength <= STRENGTH_RANGE[1]:

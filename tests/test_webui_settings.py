@@ -32,7 +32,7 @@ def test_defaults_round_trip_by_field_name():
                     "source_start": 0, "source_stride": 1, "source_fit": "crop", "denoising_strength": 0.6,
                     "keep_audio": True, "freeinit_iterations": 1, "freeinit_filter": "butterworth",
                     "freeinit_spatial": 0.25, "freeinit_temporal": 0.25, "freeinit_noise": "fresh",
-                    "interpolate": 1}
+                    "interpolate": 1, "motion_loras": []}
     assert json.loads(json.dumps(data)) == data
     assert CCDMSettings.from_dict(data) == s
     assert CCDMSettings.from_dict(json.dumps(data)) == s
@@ -61,6 +61,9 @@ def test_partial_object_takes_the_rest_from_defaults():
     ({"freeinit_filter": "sharp"}, "freeinit_filter", "accepted: butterworth"),
     ({"freeinit_spatial": 0}, "freeinit_spatial", "in \\(0, 1\\]"),
     ({"interpolate": 9}, "interpolate", "accepted 1..8"),
+    ({"motion_loras": "zoom"}, "motion_loras", "must be a list"),
+    ({"motion_loras": [{"strength": 1}]}, "motion_loras", "needs a name"),
+    ({"motion_loras": [{"name": "zoom", "strength": 3}]}, "motion_loras", "accepted -2..2"),
     ({"frames": "16"}, "frames", "must be an integer"),
     ({"frames": True}, "frames", "must be an integer"),
     ({"frames": 16.5}, "frames", "must be an integer"),

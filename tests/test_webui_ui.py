@@ -62,7 +62,7 @@ def test_script_and_tab_build_under_gradio_3_41_2(report):
                                   "source_stride": 1, "source_fit": "crop", "denoising_strength": 0.6,
                                   "keep_audio": True, "freeinit_iterations": 1, "freeinit_filter": "butterworth",
                                   "freeinit_spatial": 0.25, "freeinit_temporal": 0.25, "freeinit_noise": "fresh",
-                                  "interpolate": 1}
+                                  "interpolate": 1, "motion_loras": []}
 
 
 def test_camera_controls_build_and_feed_the_settings(report):

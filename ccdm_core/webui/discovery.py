@@ -65,9 +65,12 @@ def find_motion_files(folders: Iterable[str]) -> List[Tuple[str, str]]:
     return found
 
 
+LORA_FOLDER = "lora"  # models/ccdm/lora holds motion LoRAs, not motion modules
+
+
 def _walk(folder: str) -> Iterable[str]:
     for root, dirs, files in os.walk(folder, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d.lower() != LORA_FOLDER)
         for filename in files:
             if not filename.startswith(".") and filename.lower().endswith(MOTION_SUFFIXES):
                 yield os.path.join(root, filename)

@@ -20,7 +20,9 @@ from . import env
 from .attention_dispatch import backend_for
 from .controlnet import controlnet_frames, controlnet_scripts
 from .discovery import MotionEntry, list_motion_modules, no_module_message, resolve_motion_module
+from ..motion_lora import lora_label, merged_motion_loras
 from .freeinit_passes import check_freeinit, sample_with_freeinit
+from .motion_loras import prepare_loras
 from .guidance import (EPS, UNSUPPORTED, X0, Guidance, Prediction, PromptSchedule, active_guidance,
                        build_guidance, build_prompt_schedule, with_anchor)
 from .outputs import ClipFiles, dated_folder, frames_from_unit_tensors, write_clip
@@ -117,6 +119,7 @@ class VideoRun:
     prompts: Optional[PromptSchedule] = None  # keyframe prompts' conditioning, encoded once by the WebUI's model
     source: Optional[VideoSource] = None  # video to video: the source read at the run's size (its frames are p's init)
     reports: List[Optional[dict]] = dataclasses.field(default_factory=list)  # per clip, None when turned off
+    loras: list = dataclasses.field(default_factory=list)  # (MotionLora, strength), merged while p.sample runs
 
     def fail(self, err: Exception) -> None:
         if self.error is None:
@@ -134,12 +137,15 @@ def prepare(run: VideoRun, p) -> None:
         run.module = load_module(run.entry, devices.device, next(unet.parameters()).dtype)
         check_run(p.sd_model, run.module, run.settings)
         check_freeinit(p, run)
+        run.loras = prepare_loras(run.settings, run.module)
         prompt = first_prompt(p)  # names the camera move under `auto`: guidance and infotext read the same one
         run.guidance = _guidance(p, run, prompt)
         run.prompts = _prompt_schedule(p, run)
         p.extra_generation_params.update(run.settings.infotext_params(run.entry.label, prompt))
         if run.source is not None:
             p.extra_generation_params.update(run.settings.source_params(run.source.clip.sha256))
+        if run.loras:
+            p.extra_generation_params["CCDM motion LoRAs"] = lora_label(run.loras)
     except CCDMError as err:
         run.fail(err)
     except Exception as err:  # the WebUI swallows errors in process(): keep it for p.sample to raise as it is
@@ -223,7 +229,7 @@ def install_sample_wrapper(p, run: VideoRun) -> None:
         keyframes = guidance.keyframes if guidance is not None else []
         # ControlNet's per-frame hints sit between the windowed forward and ControlNet's own (entered first);
         # its frame tagger is the outermost forward.
-        with controlnet_frames(p, run) as control, \
+        with merged_motion_loras(run.module, run.loras), controlnet_frames(p, run) as control, \
                 video_patches(p.sd_model, run.module, run.settings, attention_fn, keyframes):
             with control.tag_frames(), _fresh_sampler(p, run), _first_frame_keyframe(p, run), \
                     active_guidance(guidance, run.prompts, lambda: sampler_prediction(p)):

@@ -157,6 +157,7 @@ class CCDMSettings:
     freeinit_temporal: float = 0.25
     freeinit_noise: str = "fresh"
     interpolate: int = 1
+    motion_loras: Tuple[Tuple[str, float], ...] = ()  # [{"name": file stem, "strength": -2..2}, ...]
 
     def __post_init__(self):
         set_ = object.__setattr__  # frozen: normalise in place once
@@ -189,6 +190,7 @@ class CCDMSettings:
         set_(self, "keep_audio", _bool("keep_audio", self.keep_audio))
         self.freeinit()  # validates the FreeInit fields by name
         set_(self, "interpolate", _int("interpolate", self.interpolate, *INTERPOLATE_RANGE))
+        set_(self, "motion_loras", _motion_loras(self.motion_loras))
 
     def freeinit(self) -> FreeInitSettings:
         values = {name: getattr(self, f"freeinit_{name}") for name in FREEINIT_FIELDS}
@@ -227,6 +229,7 @@ class CCDMSettings:
             out[name] = getattr(self, name)
         out["formats"] = [f.value for f in self.formats]
         out["keyframes"] = [keyframe_dict(kf) for kf in self.keyframes]
+        out["motion_loras"] = [{"name": n, "strength": s} for n, s in self.motion_loras]
         return out
 
     def context_label(self) -> str:
@@ -268,6 +271,20 @@ class CCDMSettings:
 
     def fusion_label(self) -> str:
         return f"{self.fusion_strength:g}/{self.cross_frame_strength:g}/{self.fusion_mode}"
+
+
+def _motion_loras(value: Any) -> Tuple[Tuple[str, float], ...]:
+    """`[{"name": ..., "strength": ...}, ...]` (or pairs) -> ((name, strength), ...), by field."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise CCDMSettingsError("motion_loras", f'must be a list of {{"name": ..., "strength": ...}}, got {value!r}')
+    out = []
+    for item in value:
+        name, strength = (item.get("name"), item.get("strength", 1.0)) if isinstance(item, Mapping) else \
+            (tuple(item) + (1.0,))[:2] if isinstance(item, (list, tuple)) else (None, None)
+        if not isinstance(name, str) or not name.strip():
+            raise CCDMSettingsError("motion_loras", f"each entry needs a name (a motion LoRA's file name), got {item!r}")
+        out.append((name.strip(), _float("motion_loras", strength, -2.0, 2.0)))
+    return tuple(out)
 
 
 def _source_video(value: Any) -> str:
