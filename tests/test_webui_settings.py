@@ -363,3 +363,13 @@ def test_freeinit_and_interpolation_round_trip_through_the_infotext():
     plain = settings_from_infotext({"CCDM frames": "16"}, base=s)
     assert (plain.freeinit_iterations, plain.interpolate) == (1, 1)  # absent entries: it was off
     assert "CCDM FreeInit" not in CCDMSettings().infotext_params("m [0123456789]")
+
+
+def test_motion_loras_come_back_from_the_infotext():
+    text = build_infotext("a cat", "", {"Steps": 4, "CCDM frames": 16,
+                                        "CCDM motion LoRAs": "v2_lora_ZoomIn [0123456789]:0.8, pan left [unsaved]:1"})
+    _, _, parsed = parse_infotext(text)
+    assert settings_from_infotext(parsed).motion_loras == (("v2_lora_ZoomIn", 0.8), ("pan left", 1))
+    assert settings_from_infotext({"CCDM frames": "16"}).motion_loras == ()
+    with pytest.raises(CCDMSettingsError, match="motion_loras"):
+        settings_from_infotext({"CCDM frames": "16", "CCDM motion LoRAs": "ZoomIn"})

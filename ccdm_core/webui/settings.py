@@ -46,6 +46,8 @@ KEY_SOURCE = SOURCE_KEY  # video to video: `<sha256 first 10 hex> <start>/<strid
 KEY_STRENGTH = "Denoising strength"  # the WebUI's own key, written for a video-to-video run
 STRIDE_RANGE = (1, 1000)
 KEY_INTERPOLATE = "CCDM interpolate"
+KEY_MOTION_LORAS = "CCDM motion LoRAs"  # `name [shorthash]:strength, ...`
+_LORA_ENTRY = re.compile(r"^\s*(.+?)\s*\[([0-9a-f]{10}|unsaved)\]\s*:\s*([-+0-9.eE]+)\s*$")
 FREEINIT_FIELDS = ("iterations", "filter", "spatial", "temporal", "noise")
 _DATA_URL = re.compile(r"^data:[^,]*;base64,", re.IGNORECASE)
 _BASE64 = re.compile(r"^[A-Za-z0-9+/=_\-\s]+$")
@@ -398,7 +400,21 @@ def settings_from_infotext(params: Mapping[str, str], base: Optional[CCDMSetting
     values.update(camera_from_infotext(params))
     values.update(source_from_infotext(params))
     values.update(steadier_from_infotext(params))
+    values["motion_loras"] = motion_loras_from_infotext(params)
     return dataclasses.replace(base, **values)
+
+
+def motion_loras_from_infotext(params: Mapping[str, str]) -> Tuple[Tuple[str, float], ...]:
+    """`CCDM motion LoRAs: ZoomIn [0123456789]:0.8, PanLeft [...]:1` -> ((name, strength), ...); absent: none."""
+    if KEY_MOTION_LORAS not in params:
+        return ()
+    out = []
+    for entry in str(params[KEY_MOTION_LORAS]).split(", "):
+        m = _LORA_ENTRY.match(entry)
+        if not m:
+            raise CCDMSettingsError("motion_loras", f"cannot read {entry!r}; expected NAME [HASH]:STRENGTH")
+        out.append((m.group(1), _number_from_text("motion_loras", m.group(3))))
+    return tuple(out)
 
 
 def steadier_from_infotext(params: Mapping[str, str]) -> Dict[str, Any]:
