@@ -24,6 +24,7 @@ from typing import Callable, Iterable, Iterator, List, Optional, Tuple
 import numpy as np
 
 from .errors import CCDMError
+from .video import check_frame
 
 INTERPOLATE_RANGE = (1, 8)  # 1 = off
 FLOW_MAX_SIDE = 640  # the flow of larger frames is computed on a shrunk copy
@@ -56,18 +57,6 @@ def interpolated_count(frames: int, factor: int, closed_loop: bool = False) -> i
     if frames == 0:
         return 0
     return int(frames) * factor if closed_loop else (int(frames) - 1) * factor + 1
-
-
-def _check_frame(frame, shape: Optional[Tuple[int, ...]] = None, index: int = 0) -> np.ndarray:
-    """A C-contiguous uint8 (h, w, 3) frame (the same array when it is one), of `shape` when given."""
-    frame = np.asarray(frame)
-    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[-1] != 3 or min(frame.shape[:2]) < 1:
-        raise CCDMError(f"frame {index} must be a uint8 RGB array of shape (h, w, 3), "
-                        f"got {frame.dtype} {tuple(frame.shape)}")
-    if shape is not None and frame.shape != shape:
-        raise CCDMError(f"frame {index} has shape {tuple(frame.shape)} but frame 0 has {tuple(shape)}; "
-                        "all frames must share one size")
-    return np.ascontiguousarray(frame)
 
 
 # ---------------------------------------------------------------- flow
@@ -180,8 +169,8 @@ def _blend_at(a: np.ndarray, b: np.ndarray, flows: Tuple[np.ndarray, ...], t: fl
 def interpolate_pair(a: np.ndarray, b: np.ndarray, factor: int) -> List[np.ndarray]:
     """The factor - 1 frames strictly between a and b (uint8 (h, w, 3)), at times k / factor."""
     factor = check_factor(factor, "factor")
-    a = _check_frame(a)
-    b = _check_frame(b, a.shape, index=1)
+    a = check_frame(a)
+    b = check_frame(b, a.shape, index=1)
     if factor == 1:
         return []
     from .metrics import consistency_mask
@@ -208,12 +197,12 @@ def _stream(frames: Iterable[np.ndarray], factor: int, closed_loop: bool,
     first = next(source, None)
     if first is None:
         return
-    prev = _check_frame(first)
+    prev = check_frame(first)
     first = prev if closed_loop else None  # a closed loop ends with the frames from the last back to the first
     report()
     yield prev
     for index, frame in enumerate(source, start=1):
-        frame = _check_frame(frame, prev.shape, index)
+        frame = check_frame(frame, prev.shape, index)
         for middle in interpolate_pair(prev, frame, factor):
             report()
             yield middle

@@ -69,6 +69,19 @@ def _as_frames(frames: FramesLike) -> np.ndarray:
     return np.ascontiguousarray(frames)
 
 
+def check_frame(frame, like: Optional[Tuple[int, ...]] = None, index: int = 0) -> np.ndarray:
+    """One frame as a C-contiguous uint8 (h, w, 3) array (PIL images converted), of shape `like` when given: the
+    per-frame check of the streaming writer and of interpolation."""
+    array = np.asarray(frame.convert("RGB")) if isinstance(frame, Image.Image) else np.asarray(frame)
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[-1] != 3 or min(array.shape[:2]) < 1:
+        raise CCDMError(f"frame {index} must be a uint8 RGB array of shape (h, w, 3) or a PIL image, "
+                        f"got {array.dtype} {tuple(array.shape)}")
+    if like is not None and array.shape != tuple(like):
+        raise CCDMError(f"frame {index} has shape {tuple(array.shape)} but frame 0 has {tuple(like)}; "
+                        "all frames must share one (h, w, 3)")
+    return np.ascontiguousarray(array)
+
+
 def _check_fps(fps: float) -> float:
     if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not math.isfinite(fps) or fps <= 0:
         raise CCDMError(f"fps must be a positive finite number (e.g. 8 or 12.5), got {fps!r}")

@@ -14,29 +14,16 @@ from pathlib import Path
 from typing import Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
-from PIL import Image
 
 from . import video
 from .errors import CCDMError
-
-
-def _frame(frame, like: Optional[Tuple[int, ...]], index: int) -> np.ndarray:
-    """A C-contiguous uint8 (h, w, 3) frame (PIL images are converted), of shape `like` when given."""
-    array = np.asarray(frame.convert("RGB")) if isinstance(frame, Image.Image) else np.asarray(frame)
-    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[-1] != 3 or min(array.shape[:2]) < 1:
-        raise CCDMError(f"frame {index} must be a uint8 RGB array of shape (h, w, 3) or a PIL image, "
-                        f"got {array.dtype} {tuple(array.shape)}")
-    if like is not None and array.shape != like:
-        raise CCDMError(f"frame {index} has shape {tuple(array.shape)} but frame 0 has {like}; "
-                        "all frames must share one (h, w, 3)")
-    return np.ascontiguousarray(array)
 
 
 def _checked(frames: Iterable) -> Iterator[np.ndarray]:
     """The frames, checked one by one against the first; an empty stream is an error."""
     like = None
     for index, frame in enumerate(frames):
-        array = _frame(frame, like, index)
+        array = video.check_frame(frame, like, index)
         like = array.shape
         yield array
     if like is None:
