@@ -6,7 +6,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.ccdm-installed
 DEMO_OUT ?= outputs/demo.mp4
-PIP_NO_RESOLVE := -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation
+# --no-cache-dir: a fresh machine has no use for a second copy of every wheel (about 3.5 GB for the two environments).
+PIP_NO_RESOLVE := -m pip install -q --disable-pip-version-check --no-cache-dir --no-deps --no-build-isolation
+# Free disk each environment needs while it installs (wheels unpacked plus the installed files), checked first so a
+# full disk is said up front instead of as an OSError half-way through pip.
+NEED_SPACE := .ci/need-space
 # The WebUI 1.6.0 environment: its Python (3.10) and its pins (torch 2.0.1, gradio 3.41.2, numpy 1.23.5, ...).
 # The WebUI-side tests run there (tests/env_groups.py decides which). Python 3.10 is pyenv's where the PATH has none.
 ifeq ($(origin PYTHON310),undefined)
@@ -26,6 +30,7 @@ PYTEST_SELECT := not webui and not slow
 # (the WebUI environment inside it is kept; it has its own lock and stamp).
 $(STAMP): requirements-dev.lock pyproject.toml Makefile
 	test ! -d $(VENV) || find $(VENV) -mindepth 1 -maxdepth 1 ! -name webui -exec rm -rf {} +
+	@$(NEED_SPACE) 3 "the main environment ($(VENV))"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) $(PIP_NO_RESOLVE) $$(grep -E '^(setuptools|wheel)==' requirements-dev.lock)
 	$(PY) $(PIP_NO_RESOLVE) -r requirements-dev.lock
@@ -36,6 +41,7 @@ $(WEBUI_STAMP): requirements-webui.lock pyproject.toml Makefile
 	@test -n "$(PYTHON310)" || { echo "make: no Python 3.10 for the WebUI 1.6.0 environment; set PYTHON310=" >&2; \
 		exit 1; }
 	$(PYTHON310) -m venv --clear $(WEBUI_VENV)
+	@$(NEED_SPACE) 9 "the WebUI 1.6.0 environment ($(WEBUI_VENV))"
 	$(WEBUI_PY) $(PIP_NO_RESOLVE) $$(grep -E '^(setuptools|wheel)==' requirements-webui.lock)
 	$(WEBUI_PY) $(PIP_NO_RESOLVE) -r requirements-webui.lock
 	$(WEBUI_PY) $(PIP_NO_RESOLVE) -e .

@@ -44,9 +44,9 @@ def frozen_set(requirements: Path, python: str) -> list:
     with tempfile.TemporaryDirectory(prefix="ccdm-lock-") as tmp:
         subprocess.run([python, "-m", "venv", tmp], check=True)
         venv_python = Path(tmp) / "bin" / "python"
-        _pip(venv_python, "install", "-q", *resolved)
+        _pip(venv_python, "install", "-q", "--no-cache-dir", *resolved)
         if no_deps:
-            _pip(venv_python, "install", "-q", "--no-deps", *no_deps)
+            _pip(venv_python, "install", "-q", "--no-cache-dir", "--no-deps", *no_deps)
         lines = _pip(venv_python, "freeze", "--all", "--exclude-editable").splitlines()
         version = subprocess.run([str(venv_python), "-c", "import platform; print(platform.python_version())"],
                                  capture_output=True, text=True, check=True).stdout.strip()
