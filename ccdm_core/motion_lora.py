@@ -81,6 +81,28 @@ def _collect(state: Dict[str, torch.Tensor]) -> Tuple[Dict[str, dict], str]:
     return groups, layouts.pop()
 
 
+def is_motion_lora_keys(keys) -> bool:
+    """Whether every key is a motion LoRA key (of one of the two layouts): tells a motion LoRA among image LoRAs."""
+    keys = list(keys)
+    return bool(keys) and all(_ORIGINAL.match(k) or _KOHYA.match(k) for k in keys)
+
+
+def is_motion_lora_file(path) -> bool:
+    """A file's keys are a motion LoRA's (a .safetensors header is read without its tensors)."""
+    from .tensorfile import read_tensors
+
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt", device="cpu") as fh:
+                return is_motion_lora_keys(fh.keys())
+        return is_motion_lora_keys(read_tensors(path)[0])
+    except Exception:  # unreadable: not a motion LoRA (the WebUI's own Lora extension reports it)
+        return False
+
+
 def motion_lora_from_state_dict(state: Dict[str, torch.Tensor], name: str = "motion LoRA",
                                 sha256: Optional[str] = None) -> MotionLora:
     """Recognise a motion LoRA's layout and pair its down/up matrices per target."""

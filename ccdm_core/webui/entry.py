@@ -43,8 +43,16 @@ def on_script_unloaded():
 
 
 def register_callbacks() -> None:
-    """Called by scripts/ccdm_script.py each time the WebUI (re)loads scripts (it clears callbacks first)."""
+    """Called by scripts/ccdm_script.py each time the WebUI (re)loads scripts (it clears callbacks first); also
+    adds the LCM sampler to the WebUI's samplers (once), before the UI lists them."""
     from modules import script_callbacks
+
+    from .lcm_sampler import register_lcm_sampler
+
+    try:
+        register_lcm_sampler()
+    except Exception:  # the rest of CCDM works without it
+        print(f"CCDM: the LCM sampler could not be added:\n{traceback.format_exc()}")
 
     script_callbacks.on_ui_tabs(_logged("txt2vid tab", on_ui_tabs))
     script_callbacks.on_ui_settings(_logged("settings", on_ui_settings))

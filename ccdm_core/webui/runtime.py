@@ -22,7 +22,7 @@ from .controlnet import controlnet_frames, controlnet_scripts
 from .discovery import MotionEntry, list_motion_modules, no_module_message, resolve_motion_module
 from ..motion_lora import lora_label, merged_motion_loras
 from .freeinit_passes import check_freeinit, sample_with_freeinit
-from .motion_loras import prepare_loras
+from .motion_loras import KEY_TAGS, prepare_loras, prepare_prompt_loras
 from .guidance import (EPS, UNSUPPORTED, X0, Guidance, Prediction, PromptSchedule, active_guidance,
                        build_guidance, build_prompt_schedule, with_anchor)
 from .outputs import ClipFiles, dated_folder, frames_from_unit_tensors, write_clip
@@ -137,15 +137,19 @@ def prepare(run: VideoRun, p) -> None:
         run.module = load_module(run.entry, devices.device, next(unet.parameters()).dtype)
         check_run(p.sd_model, run.module, run.settings)
         check_freeinit(p, run)
-        run.loras = prepare_loras(run.settings, run.module)
+        named = prepare_loras(run.settings, run.module)
+        tagged = prepare_prompt_loras(p, run.settings, run.module)
+        run.loras = named + tagged
         prompt = first_prompt(p)  # names the camera move under `auto`: guidance and infotext read the same one
         run.guidance = _guidance(p, run, prompt)
         run.prompts = _prompt_schedule(p, run)
         p.extra_generation_params.update(run.settings.infotext_params(run.entry.label, prompt))
         if run.source is not None:
             p.extra_generation_params.update(run.settings.source_params(run.source.clip.sha256))
-        if run.loras:
-            p.extra_generation_params["CCDM motion LoRAs"] = lora_label(run.loras)
+        if named:
+            p.extra_generation_params["CCDM motion LoRAs"] = lora_label(named)
+        if tagged:
+            p.extra_generation_params[KEY_TAGS] = lora_label(tagged)
     except CCDMError as err:
         run.fail(err)
     except Exception as err:  # the WebUI swallows errors in process(): keep it for p.sample to raise as it is
