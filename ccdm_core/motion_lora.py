@@ -20,6 +20,14 @@ import torch
 from .errors import CCDMError
 
 STRENGTH_RANGE = (-2.0, 2.0)
+CAMERA_WITH_LORA = 0.0  # camera-guidance strength when a motion LoRA makes the move the prompt names
+# AnimateDiff v2's MotionLoRA names (v2_lora_ZoomIn, ..., RollingAnticlockwise), letters only, -> camera.py's moves;
+# the counter-clockwise spellings first: "anticlockwise" contains "clockwise"
+_LORA_MOVES = (("zoomin", "zoom in"), ("zoomout", "zoom out"), ("panleft", "pan left"), ("panright", "pan right"),
+               ("tiltup", "tilt up"), ("tiltdown", "tilt down"), ("rollinganticlockwise", "rotate counterclockwise"),
+               ("rollingcounterclockwise", "rotate counterclockwise"),
+               ("rotatecounterclockwise", "rotate counterclockwise"), ("rollingclockwise", "rotate clockwise"),
+               ("rotateclockwise", "rotate clockwise"))
 _ORIGINAL = re.compile(r"^(?P<base>.+\.attention_blocks\.\d+)\.processor\.to_(?P<proj>q|k|v|out)_lora\."
                        r"(?P<part>down|up)\.weight$")
 _KOHYA = re.compile(r"^lora_unet_(?P<base>.+_attention_blocks_\d+)_to_(?P<proj>q|k|v|out(?:_0)?)\."
@@ -208,3 +216,17 @@ def merged_motion_loras(module: torch.nn.Module, loras: Sequence[Tuple[MotionLor
     finally:
         for param, original in originals:
             param.data = original
+
+
+def lora_camera_move(name: str) -> Optional[str]:
+    """The camera move a motion LoRA's name says it makes (`v2_lora_ZoomIn` -> "zoom in"), or None."""
+    letters = re.sub(r"[^a-z]", "", (name or "").lower())
+    return next((move for key, move in _LORA_MOVES if key in letters), None)
+
+
+def lora_for_move(move: Optional[str], loras: Sequence[Tuple[MotionLora, float]]) -> Optional[str]:
+    """The name of the first applied (strength != 0) motion LoRA that makes `move`, or None."""
+    if move is None:
+        return None
+    return next((lora.name for lora, strength in loras if strength != 0 and lora_camera_move(lora.name) == move),
+                None)

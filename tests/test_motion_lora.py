@@ -133,3 +133,13 @@ def test_files_load_with_their_hash(module, tmp_path):
     write_safetensors(lora_state(module), tmp_path / "v2_lora_ZoomIn.safetensors", {})
     lora = load_motion_lora(tmp_path / "v2_lora_ZoomIn.safetensors")
     assert lora.name == "v2_lora_ZoomIn" and len(lora.sha256) == 64
+
+
+def test_motion_lora_names_say_which_camera_move_they_make():
+    from ccdm_core.camera import MOVES
+    from ccdm_core.motion_lora import lora_camera_move
+
+    names = ["v2_lora_ZoomIn", "v2_lora_ZoomOut", "v2_lora_PanLeft", "v2_lora_PanRight", "v2_lora_TiltUp",
+             "v2_lora_TiltDown", "v2_lora_RollingClockwise", "v2_lora_RollingAnticlockwise"]
+    assert [lora_camera_move(n) for n in names] == list(MOVES)
+    assert lora_camera_move("mm_sd15_dance") is None and lora_camera_move("Rolling Counter-Clockwise") == MOVES[-1]

@@ -140,3 +140,41 @@ def test_tag_strength_reads_the_webuis_multipliers():
     assert [tag_strength(a) for a in ("", ":0.8", ":0.5:0.9", ":te=0.3:unet=0.6", ":te=0.4")] == [1, 0.8, 0.9, 0.6,
                                                                                                  0.4]
     assert strip_tags("a <lora:Zoom:1> b <lora:style:0.5>", {"Zoom"}) == "a  b <lora:style:0.5>"
+
+
+def test_the_multi_select_and_its_strengths_become_the_settings_field():
+    from ccdm_core.webui.motion_lora_ui import lora_values
+    from ccdm_core.webui.settings import CCDMSettings
+
+    values = {"motion_lora_names": ["zoom", "pan"], "motion_lora_strengths": "0.5"}
+    assert lora_values(values) == {"motion_loras": [{"name": "zoom", "strength": 0.5},
+                                                    {"name": "pan", "strength": 1.0}]} and values == {}
+    assert lora_values({"motion_lora_names": [], "motion_lora_strengths": ""}) == {"motion_loras": []}
+    with pytest.raises(CCDMSettingsError) as err:
+        lora_values({"motion_lora_names": ["zoom"], "motion_lora_strengths": "1, 2"})
+    assert err.value.field == "motion_loras" and "2 strengths for 1 motion LoRAs" in str(err.value)
+    with pytest.raises(CCDMSettingsError) as err:
+        CCDMSettings.from_dict(lora_values({"motion_lora_names": ["zoom"], "motion_lora_strengths": "lots"}))
+    assert err.value.field == "motion_loras"
+
+
+def test_camera_guidance_yields_to_a_motion_lora_that_makes_the_prompts_move(webui, sd_and_module):
+    _, module = sd_and_module
+    _zoom_in(webui, module)
+    write_safetensors(lora_state(module, rank=2, seed=4), webui.root / "models" / "ccdm" / "lora" /
+                      "v2_lora_PanLeft.safetensors", {})
+    runs = {}
+    for key, prompt, option in (("zoom", "a cat, camera zooms in <lora:v2_lora_ZoomIn:1>", None),
+                                ("other move", "a cat, camera zooms in <lora:v2_lora_PanLeft:1>", None),
+                                ("option", "a cat, camera zooms in <lora:v2_lora_ZoomIn:1>", 0.3)):
+        webui.shared.opts.data["ccdm_camera_strength_with_lora"] = option
+        p = TaggedP(webui.sd_model, webui.root / key, prompt)
+        run_tagged(p, enabled())
+        runs[key] = (p._ccdm_run.guidance, p.extra_generation_params)
+    guidance, params = runs["zoom"]
+    assert not guidance.camera_acts() and params["CCDM camera from LoRA"] == "v2_lora_ZoomIn"
+    assert "CCDM camera" not in params
+    guidance, params = runs["other move"]
+    assert guidance.camera_acts() and params["CCDM camera"] == "zoom in 1" and "CCDM camera from LoRA" not in params
+    guidance, params = runs["option"]
+    assert guidance.camera_strength == 0.3 and params["CCDM camera"] == "zoom in 0.3"

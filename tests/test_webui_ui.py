@@ -45,7 +45,7 @@ def test_script_and_tab_build_under_gradio_3_41_2(report):
     assert report["callbacks"] == ["app_started", "cfg_after_cfg", "cfg_denoiser", "script_unloaded", "ui_settings",
                                    "ui_tabs"]
     assert report["tabs"] == [["txt2vid", "ccdm_txt2vid"]]
-    assert report["options"] == ["ccdm_default_formats", "ccdm_default_motion_module", "ccdm_keep_module_in_memory",
+    assert report["options"] == ["ccdm_camera_strength_with_lora", "ccdm_default_formats", "ccdm_default_motion_module", "ccdm_keep_module_in_memory",
                                  "ccdm_outdir", "ccdm_report", "ccdm_report_json", "ccdm_save_frames",
                                  "ccdm_source_max_mb"]
     label = f"tiny_v2 [{report['sha'][:10]}]"
@@ -53,7 +53,7 @@ def test_script_and_tab_build_under_gradio_3_41_2(report):
     for tab in ("txt2img", "img2img"):
         built = report[tab]
         # the settings State, then the accordion's video-source upload (a second script arg; the API leaves it out)
-        assert built["components"] == ["State", "File"] and built["infotext_fields"] == 22
+        assert built["components"] == ["State", "File"] and built["infotext_fields"] == 24
         assert built["value"] == {"schema": 1, "enabled": False, "motion_module": label, "frames": 16, "fps": 8.0,
                                   "context_length": 16, "context_overlap": 4, "closed_loop": False,
                                   "formats": ["mp4"], "fusion_strength": 0.5, "cross_frame_strength": 0.5,
@@ -82,7 +82,8 @@ def test_camera_controls_build_and_feed_the_settings(report):
     for name in ("camera", "camera_strength"):  # Generate reads it (after id_task), Paste sets it
         assert events[f"ccdm_txt2vid_{name}"] == [["click", "input", fields.index(name) + 1],
                                                   ["click", "output", fields.index(name)]]
-    assert fields[-12:] == ["keyframes", "source_start", "source_stride", "source_fit", "denoising_strength",
+    assert fields[-2:] == ["motion_lora_names", "motion_lora_strengths"]
+    assert fields[-14:-2] == ["keyframes", "source_start", "source_stride", "source_fit", "denoising_strength",
                             "keep_audio", "interpolate", "freeinit_iterations", "freeinit_filter",
                             "freeinit_spatial", "freeinit_temporal", "freeinit_noise"]
 
@@ -91,24 +92,28 @@ def test_paste_selects_the_module_by_hash_and_fills_the_fields(report):
     label = f"tiny_v2 [{report['sha'][:10]}]"
     assert report["script_paste"] == [True, label, "12", "10", 8, 2, True, 0.25, 0, "keyframe", True, "pan-left",
                                       0.5, 1, 1, "<update>", "<update>", "<update>", "<update>",  # FreeInit off
-                                      "<update>", "<update>", "<update>"]  # no CCDM source: left as they are
+                                      "<update>", "<update>", "<update>",  # no CCDM source: left as they are
+                                      ["zoom", "pan"], "0.5, 1"]  # the motion LoRAs, in order, with strengths
     assert report["tab_paste"] == ["a cat", "dog", "DDIM", 9, 6.5, 256, 320, 3, label, 12, 10, 8, 2, True,
                                    "<update>", 0.25, 0, "keyframe", True, "pan-left", 0.5,
-                                   "<update>"] + ["<update>"] * 5 + [1, 1] + ["<update>"] * 4  # images: not in
-    # the infotext; no source; FreeInit and interpolation off
+                                   "<update>"] + ["<update>"] * 5 + [1, 1] + ["<update>"] * 4 + [
+                                   ["zoom", "pan"], "0.5, 1"]  # images: not in the infotext; no source; FreeInit
+    # and interpolation off; the motion LoRAs
     assert report["tab_paste_old"] == ["a cat", "dog", "DDIM", 9, 6.5, 256, 320, 3, label, 12, 10, 8, 2, True,
                                        "<update>", "<update>", "<update>", "<update>", False, "none", "<update>",
-                                       "<update>"] + ["<update>"] * 5 + [1, 1] + ["<update>"] * 4
+                                       "<update>"] + ["<update>"] * 5 + [1, 1] + ["<update>"] * 4 + [[], ""]
 
 
 def test_paste_sets_the_camera_a_ccdm_run_followed_and_leaves_it_otherwise(report):
     """`CCDM camera: pan left 0.5` -> pan-left, 0.5 (test above). A CCDM infotext without the entry was made without
     camera guidance: camera none, strength left. An infotext without CCDM entries, or an unreadable entry: both
     controls left as they are."""
-    camera = slice(-11, -9)  # six FreeInit/interpolation and three source readers follow the camera controls
+    camera = slice(-13, -11)  # FreeInit/interpolation, source and motion LoRA readers follow the camera controls
     assert report["script_paste_old"][camera] == ["none", "<update>"]
     assert report["script_paste_plain"][camera] == ["<update>", "<update>"]
-    assert report["tab_paste_plain"][-14:-11] == ["<update>", "<update>", "<update>"]
+    assert report["tab_paste_plain"][-16:-13] == ["<update>", "<update>", "<update>"]
+    assert report["script_paste_old"][-2:] == [[], ""]  # a CCDM clip without motion LoRAs: none picked
+    assert report["script_paste_plain"][-2:] == report["tab_paste_plain"][-2:] == ["<update>", "<update>"]
     assert report["script_paste_bad_camera"][camera] == ["<update>", "<update>"]
 
 
@@ -132,6 +137,7 @@ def test_controls_and_tab_inputs_become_validated_settings(report):
                                  "keep_audio")] == [2, 3, "pad", 0.45, False]
     assert [request[k] for k in ("interpolate", "freeinit_iterations", "freeinit_filter", "freeinit_spatial",
                                  "freeinit_temporal", "freeinit_noise")] == [2, 2, "box", 0.5, 0.25, "initial"]
+    assert request["motion_loras"] == [{"name": "zoom", "strength": 0.5}, {"name": "pan", "strength": 1.0}]
 
 
 def test_api_routes_list_modules_and_reject_bad_fields_with_422(report):

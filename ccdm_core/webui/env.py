@@ -19,6 +19,7 @@ OPTION_DEFAULTS = {
     "ccdm_source_max_mb": 500,  # video to video: the largest source file read
     "ccdm_report": True,  # a consistency report after each clip
     "ccdm_report_json": False,  # and `<clip>.report.json` beside it
+    "ccdm_camera_strength_with_lora": 0.0,  # camera guidance when a motion LoRA makes the prompt's move (0 = off)
 }
 ANIMATEDIFF_EXTENSION = "sd-webui-animatediff"
 

@@ -5,17 +5,19 @@ module is put back by identity). A tag that names a motion LoRA is taken out of 
 networks parse (its Lora extension would fail on the keys); other `<lora:...>` tags are left to the WebUI."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..errors import CCDMError
-from ..motion_lora import MotionLora, check_fit, check_strength, is_motion_lora_file, load_motion_lora
+from ..motion_lora import MotionLora, check_fit, check_strength, is_motion_lora_file, load_motion_lora, lora_for_move
 from .settings import CCDMSettingsError
 
 EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth")
 FIELD = "motion_loras"
+KEY_CAMERA_LORA = "CCDM camera from LoRA"  # the motion LoRA that made the prompt's camera move (guidance yielded)
 KEY_TAGS = "CCDM motion LoRA tags"  # the prompt's motion LoRA tags, with hashes (paste: the prompt carries them)
 # the WebUI's extra-network syntax (modules/extra_networks.py): <lora:NAME:TE[:UNET]> or named te=/unet= values
 TAG = re.compile(r"<lora:([^:>]+)((?::[^:>]*)*)>")
@@ -172,3 +174,16 @@ def prepare_prompt_loras(p, settings, module) -> List[Tuple[MotionLora, float]]:
         loras.append((lora, strength))
     hide_tags(p, set(tags))
     return loras
+
+
+def camera_with_loras(settings, loras, prompt: str):
+    """(settings, LoRA name): when an applied motion LoRA makes the camera move the run would guide (`v2_lora_ZoomIn`
+    and "camera zooms in"), camera guidance is turned down to the setting "Camera strength when a motion LoRA makes
+    the move" (0, off, by default) so the two do not fight; else the settings as they are and None."""
+    from . import env
+
+    name = lora_for_move(settings.camera_move(prompt), loras)
+    if name is None:
+        return settings, None
+    strength = min(settings.camera_strength, float(env.opt("ccdm_camera_strength_with_lora")))
+    return dataclasses.replace(settings, camera_strength=strength), name

@@ -22,7 +22,7 @@ from .controlnet import controlnet_frames, controlnet_scripts
 from .discovery import MotionEntry, list_motion_modules, no_module_message, resolve_motion_module
 from ..motion_lora import lora_label, merged_motion_loras
 from .freeinit_passes import check_freeinit, sample_with_freeinit
-from .motion_loras import KEY_TAGS, prepare_loras, prepare_prompt_loras
+from .motion_loras import KEY_CAMERA_LORA, KEY_TAGS, camera_with_loras, prepare_loras, prepare_prompt_loras
 from .guidance import (EPS, UNSUPPORTED, X0, Guidance, Prediction, PromptSchedule, active_guidance,
                        build_guidance, build_prompt_schedule, with_anchor)
 from .outputs import ClipFiles, dated_folder, frames_from_unit_tensors, write_clip
@@ -141,6 +141,7 @@ def prepare(run: VideoRun, p) -> None:
         tagged = prepare_prompt_loras(p, run.settings, run.module)
         run.loras = named + tagged
         prompt = first_prompt(p)  # names the camera move under `auto`: guidance and infotext read the same one
+        run.settings, camera_lora = camera_with_loras(run.settings, run.loras, prompt)
         run.guidance = _guidance(p, run, prompt)
         run.prompts = _prompt_schedule(p, run)
         p.extra_generation_params.update(run.settings.infotext_params(run.entry.label, prompt))
@@ -150,6 +151,8 @@ def prepare(run: VideoRun, p) -> None:
             p.extra_generation_params["CCDM motion LoRAs"] = lora_label(named)
         if tagged:
             p.extra_generation_params[KEY_TAGS] = lora_label(tagged)
+        if camera_lora:
+            p.extra_generation_params[KEY_CAMERA_LORA] = camera_lora
     except CCDMError as err:
         run.fail(err)
     except Exception as err:  # the WebUI swallows errors in process(): keep it for p.sample to raise as it is

@@ -12,6 +12,7 @@ from .controlnet import controlnet_options_json
 from .settings import (KEY_CAMERA, KEY_FREEINIT, KEY_FUSION, KEY_SOURCE, SIZE_RANGE, CCDMSettingsError, Txt2VidRequest,
                        settings_from_infotext)
 from .reporting import report_html, report_image
+from .motion_lora_ui import LORA_FIELDS, lcm_hint, lora_control_values
 from .steady_ui import STEADY_FIELDS
 from .source_ui import SOURCE_FIELDS, pasted_source_note, source_controls, wire_preview
 from .ui import FUSION_FIELDS, module_picker, pasted_module, settings_from_controls, video_controls
@@ -31,7 +32,7 @@ REQUEST_FIELDS = ("prompt", "negative_prompt", "sampler_name", "steps", "cfg_sca
 VIDEO_FIELDS = ("motion_module", "frames", "fps", "context_length", "context_overlap", "closed_loop", "formats",
                 "fusion_strength", "cross_frame_strength", "fusion_mode", "anchor_first", "camera", "camera_strength",
                 "keyframes", "source_start", "source_stride", "source_fit", "denoising_strength", "keep_audio"
-                ) + STEADY_FIELDS
+                ) + STEADY_FIELDS + LORA_FIELDS
 
 
 def _prompt_column() -> Dict[str, Any]:
@@ -56,6 +57,7 @@ def _sampling_controls() -> Dict[str, Any]:
     default = DEFAULT_SAMPLER if DEFAULT_SAMPLER in names else (names[0] if names else None)
     c["sampler_name"] = gr.Dropdown(label="Sampling method", choices=names, value=default,
                                     elem_id=f"{TAB_ID}_sampler")
+    c["sampler_hint"] = lcm_hint(c["sampler_name"])
     c["steps"] = gr.Slider(minimum=1, maximum=150, step=1, value=20, label="Sampling steps", elem_id=f"{TAB_ID}_steps")
     c["cfg_scale"] = gr.Slider(minimum=1.0, maximum=30.0, step=0.5, value=7.0, label="CFG Scale",
                                elem_id=f"{TAB_ID}_cfg_scale")
@@ -212,6 +214,7 @@ def paste(text: str):
             video["camera_strength"] = None  # camera guidance was off (camera: none): the strength did nothing
         if KEY_SOURCE not in params:  # text to video: the source controls are left as they are
             video.update(dict.fromkeys(SOURCE_FIELDS))
+        video.update(lora_control_values(settings.motion_loras))  # none when the CCDM infotext names none
         if KEY_FREEINIT not in params:  # FreeInit was off: 1 iteration, its other controls left as they are
             video.update(dict.fromkeys(f for f in STEADY_FIELDS if f not in ("interpolate", "freeinit_iterations")))
     out = [values.get(n) for n in REQUEST_FIELDS] + [video.get(n) for n in VIDEO_FIELDS]

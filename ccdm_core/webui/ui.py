@@ -9,6 +9,7 @@ import gradio as gr
 from ..camera import CAMERA_CHOICES
 from . import env
 from .discovery import label_hash
+from .motion_lora_ui import LORA_FIELDS, lora_infotext_fields, lora_values, motion_lora_controls
 from .source_ui import settings_from_source_controls, source_controls, source_infotext_fields, wire_preview
 from .steady_ui import STEADY_FIELDS, steady_controls, steady_infotext_fields, steady_values
 from .settings import (CONTEXT_RANGE, FORMAT_NAMES, FPS_RANGE, FRAMES_RANGE, FUSION_MODES, KEY_CAMERA, KEY_CONTEXT,
@@ -22,7 +23,7 @@ REFRESH_SYMBOL = "\U0001f504"
 CONTROL_FIELDS = ("enabled", "motion_module", "frames", "fps", "context_length", "context_overlap", "closed_loop",
                   "formats", "fusion_strength", "cross_frame_strength", "fusion_mode", "keyframes", "anchor_first",
                   "camera", "camera_strength", "source_start", "source_stride", "source_fit", "denoising_strength",
-                  "keep_audio") + STEADY_FIELDS
+                  "keep_audio") + STEADY_FIELDS + LORA_FIELDS
 FUSION_FIELDS = ("fusion_strength", "cross_frame_strength", "fusion_mode")
 CAMERA_FIELDS = ("camera", "camera_strength")
 KEYFRAMES_PLACEHOLDER = '[{"frame": 0, "image": "data:image/png;base64,...", "strength": 1.0, "prompt": null}]'
@@ -107,6 +108,7 @@ def fusion_controls(elem_prefix: str, defaults: CCDMSettings) -> Dict[str, Any]:
         c["fusion_mode"] = gr.Dropdown(label="Fusion mode", choices=list(FUSION_MODES), value=defaults.fusion_mode,
                                        elem_id=f"{elem_prefix}_fusion_mode")
     c.update(camera_controls(elem_prefix, defaults))
+    c.update(motion_lora_controls(elem_prefix, defaults))
     c.update(steady_controls(elem_prefix, defaults))
     c["anchor_first"] = gr.Checkbox(value=defaults.anchor_first, label="Anchor first (render frame 0 with the plain "
                                     "text-to-image model, then animate from it)", elem_id=f"{elem_prefix}_anchor_first")
@@ -155,6 +157,7 @@ def settings_from_controls(values: Dict[str, Any]) -> Dict[str, Any]:
         out["keyframes"] = out["keyframes"] or ""  # JSON text; the settings parse and check it
     out.update(settings_from_source_controls(out))
     out.update(steady_values(out))
+    out.update(lora_values(out))
     return out
 
 
@@ -239,6 +242,7 @@ def infotext_fields(controls: Dict[str, Any]) -> List[Tuple[Any, Any]]:
     fields += steady_infotext_fields(controls)
     if "source_start" in controls:
         fields += source_infotext_fields(controls)
+    fields += lora_infotext_fields(controls)
     if "enabled" in controls:
         fields.insert(0, (controls["enabled"], lambda d: KEY_FRAMES in d or KEY_MODULE in d))
     return fields
@@ -310,6 +314,10 @@ def register_settings() -> None:
         "ccdm_report": shared.OptionInfo(True, "Consistency report after each clip (warp error, flicker, motion)",
                                          section=section),
         "ccdm_report_json": shared.OptionInfo(False, "Also save the report as <clip>.report.json", section=section),
+        "ccdm_camera_strength_with_lora": shared.OptionInfo(
+            env.OPTION_DEFAULTS["ccdm_camera_strength_with_lora"], "Camera strength when a motion LoRA makes the "
+            "camera move the prompt names (0 = the LoRA alone moves the camera)", gr.Slider,
+            {"minimum": 0.0, "maximum": 1.0, "step": 0.05}, section=section),
     }
     for key, info in options.items():
         shared.opts.add_option(key, info)

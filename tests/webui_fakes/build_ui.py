@@ -99,7 +99,7 @@ def main():
     info = f"a cat\nNegative prompt: dog\nSteps: 9, Sampler: DDIM, CFG scale: 6.5, Seed: 3, Size: 256x320, " \
            f"CCDM motion module: renamed [{label[-11:-1]}], CCDM frames: 12, CCDM fps: 10, CCDM context: 8/2/loop, " \
            f"CCDM fusion: 0.25/0/keyframe, CCDM keyframes: \"0:(1), 4:(0.5)\", CCDM anchor first: true, " \
-           f"CCDM camera: pan left 0.5"
+           f"CCDM camera: pan left 0.5, CCDM motion LoRAs: \"zoom [abcdef0123]:0.5, pan [1234567890]:1\""
     report["script_paste"] = paste_into_script(built[False], info)
     old_script = info.split(", CCDM fusion")[0]
     report["script_paste_old"] = paste_into_script(built[False], old_script)
@@ -119,7 +119,8 @@ def main():
     keyframes = json.dumps([{"frame": 3, "image": "data:image/png;base64,AAAA", "strength": 0.5}])
     request = tab.request_from_inputs(["a cat", "", "Euler", 9.0, 6.5, 256.0, 320.0, 3.0, label, 12.0, 10, 8.0, 2.0,
                                        True, ["gif"], 0.25, 1, "keyframe", True, "zoom-out", 0.5, keyframes,
-                                       2.0, 3.0, "pad", 0.45, False, 2.0, 2.0, "box", 0.5, 0.25, "initial"])
+                                       2.0, 3.0, "pad", 0.45, False, 2.0, 2.0, "box", 0.5, 0.25, "initial",
+                                       ["zoom", "pan"], "0.5"])
     report["request"] = request.to_dict()
 
     app = FastAPI()
