@@ -29,6 +29,7 @@ class MotionInfo:
     beta_end: float = 0.012
     groupnorm_over_frames: bool = False  # AnimateDiff v1 normalised the UNet's GroupNorms over all frames
     train_frames: Optional[int] = None
+    recommended_sampler: Optional[str] = None  # an engine sampler name the module was distilled for ("lcm")
     metadata: Dict[str, str] = dataclasses.field(default_factory=dict)
     sha256: Optional[str] = None
 

@@ -1,4 +1,20 @@
-"""Loading, recognising, saving and inspecting motion checkpoints (CCDM and AnimateDiff v1/v2/v3)."""
+"""Loading, recognising, saving and inspecting motion checkpoints (CCDM, AnimateDiff v1/v2/v3, AnimateLCM).
+
+How a file's format is recognised (first rule that applies):
+
+1. `ccdm.format` metadata "ccdm-motion": CCDM (its schedule and limits are read from the metadata).
+2. AnimateLCM (`AnimateLCM_sd15_t2v.ckpt` of wangfuyun/AnimateLCM and re-saves of it): the AnimateDiff key layout
+   (it is AnimateDiff v2's architecture, mid block included), told apart by any one of
+   a. a mid block and no `pos_encoder` key at all: the released file carries no position tables, while every
+      AnimateDiff v1/v2/v3 release does. This is the rule of ComfyUI-AnimateDiff-Evolved (no key containing
+      "pos_encoder") and of sd-webui-animatediff 2.0.1-a (`mid_block` and no key containing "pe");
+   b. position tables named `pos_encoder.pos_encoding` (the buffer name in AnimateLCM's own model code);
+   c. a file name containing "animatelcm" (any case), for copies that kept or added `pos_encoder.pe` tables.
+   Frame positions: the length of the file's table when it has one, else 64 (AnimateLCM's code fixes 64).
+   Schedule: linear betas 0.00085..0.012 (its inference config, as AnimateDiff's); GroupNorm per frame;
+   `recommended_sampler` "lcm" (it is a consistency-distilled module: 4-8 steps, CFG 1-2).
+3. AnimateDiff: a mid block is v2; 24 positions (or no table and a name `mm_sd_v14`/`mm_sd_v15`) is v1; else v3.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -19,6 +35,9 @@ CCDM_FORMAT = "ccdm-motion"
 SCHEMA = "1"
 _SLOT_KEY = re.compile(r"^(down_blocks\.\d+|mid_block|up_blocks\.\d+)\.motion_modules\.(\d+)\.temporal_transformer\.(.+)$")
 _LAYER_KEY = re.compile(r"^transformer_blocks\.(\d+)\.")
+ANIMATELCM_MAX_FRAMES = 64  # AnimateLCM's PositionalEncoding has a fixed max_length of 64
+ANIMATELCM_SAMPLER = "lcm"
+_LCM_TABLE = "pos_encoder.pos_encoding"  # AnimateLCM's own name for the `pos_encoder.pe` buffer
 
 
 def _split_keys(state: Dict[str, torch.Tensor]):
@@ -48,7 +67,8 @@ def _refusal(name: str, state: Dict[str, torch.Tensor]) -> CCDMError:
         what = "temporal layers in a layout that is not the SD1 AnimateDiff/CCDM one (SDXL-family, e.g. HotShot-XL?)"
     else:
         what = f"no motion-module weights (first keys: {', '.join(keys[:3])})"
-    return CCDMError(f"{name}: found {what}; accepted: CCDM or AnimateDiff v1/v2/v3 motion modules for SD1.x")
+    return CCDMError(f"{name}: found {what}; accepted: CCDM, AnimateDiff v1/v2/v3 or AnimateLCM motion modules "
+                     f"for SD1.x")
 
 
 def _shape_from(slots: Dict[str, Dict[str, torch.Tensor]], heads: int, name: str) -> MotionShape:
@@ -90,9 +110,31 @@ def _pe_length(slots: Dict[str, Dict[str, torch.Tensor]]) -> Optional[int]:
     return None
 
 
-def _info_from(metadata: Dict[str, str], shape: MotionShape, pe_len: Optional[int], name: str) -> MotionInfo:
+def _rename_lcm_tables(slots: Dict[str, Dict[str, torch.Tensor]]) -> bool:
+    """Rename AnimateLCM's `pos_encoder.pos_encoding` tables to `pos_encoder.pe`; whether there were any."""
+    found = False
+    for tensors in slots.values():
+        for key in [k for k in tensors if k.endswith(_LCM_TABLE)]:
+            tensors[key[: -len(_LCM_TABLE)] + "pos_encoder.pe"] = tensors.pop(key)
+            found = True
+    return found
+
+
+def is_animatelcm(slots: Dict[str, Dict[str, torch.Tensor]], name: str = "", lcm_tables: bool = False) -> bool:
+    """Rule 2 of the module docstring, on keys grouped by slot (after `_rename_lcm_tables`)."""
+    has_mid = any(slot.startswith("mid_block.") for slot in slots)
+    has_positions = any("pos_encoder" in key for tensors in slots.values() for key in tensors)
+    return (has_mid and not has_positions) or lcm_tables or "animatelcm" in Path(name).name.lower()
+
+
+def _info_from(metadata: Dict[str, str], shape: MotionShape, pe_len: Optional[int], name: str,
+               animatelcm: bool = False) -> MotionInfo:
     if metadata.get("ccdm.format") == CCDM_FORMAT:
         return _ccdm_info(metadata, pe_len, name)
+    if animatelcm:
+        return MotionInfo(format="animatelcm", max_frames=pe_len or ANIMATELCM_MAX_FRAMES, beta_schedule="linear",
+                          groupnorm_over_frames=False, recommended_sampler=ANIMATELCM_SAMPLER,
+                          metadata=dict(metadata))
     if shape.mid is not None:
         fmt = "animatediff-v2"
     elif pe_len == 24 or (pe_len is None and re.search(r"mm_sd_v1[45](\.|$)", name)):
@@ -144,10 +186,13 @@ def motion_module_from_state_dict(state: Dict[str, torch.Tensor], metadata: Opti
     if not slots:
         raise _refusal(name, state)
     if other:
-        raise CCDMError(f"{name}: unexpected keys beside the motion module: {', '.join(sorted(other)[:3])}")
+        what = " (an AnimateLCM-I2V image encoder, not supported)" if any(
+            k.startswith("img_encoder.") for k in other) else ""
+        raise CCDMError(f"{name}: unexpected keys beside the motion module{what}: {', '.join(sorted(other)[:3])}")
     heads = int(metadata.get("ccdm.heads", HEADS))
+    lcm_tables = _rename_lcm_tables(slots)
     shape = _shape_from(slots, heads, name)
-    info = _info_from(metadata, shape, _pe_length(slots), name)
+    info = _info_from(metadata, shape, _pe_length(slots), name, is_animatelcm(slots, name, lcm_tables))
     module = MotionModule(shape, info)
     flat = {f"{slot}.temporal_transformer.{k}": v for slot, tensors in slots.items() for k, v in tensors.items()}
     missing, unexpected = _copy_tensors(module, flat, name)
@@ -161,7 +206,8 @@ def motion_module_from_state_dict(state: Dict[str, torch.Tensor], metadata: Opti
 
 
 def load_motion_module(path: str | os.PathLike, device=None, dtype=None) -> MotionModule:
-    """Load a CCDM or AnimateDiff v1/v2/v3 motion module from `.safetensors` / `.ckpt` / `.pth` / `.pt`."""
+    """Load a CCDM, AnimateDiff v1/v2/v3 or AnimateLCM motion module from `.safetensors` / `.ckpt` / `.pth` /
+    `.pt` (the file name takes part in recognising AnimateLCM, see the module docstring)."""
     path = Path(path)
     state, metadata = read_tensors(path)
     module = motion_module_from_state_dict(state, metadata, path.name)
@@ -217,7 +263,7 @@ def inspect_motion_file(path: str | os.PathLike) -> Dict[str, object]:
         "channels": module.down_channels(), "modules": len(module.slots()), "mid_block": module.shape.mid is not None,
         "layers": module.shape.layers, "heads": module.shape.heads, "max_frames": info.max_frames,
         "beta_schedule": info.beta_schedule, "beta_start": info.beta_start, "beta_end": info.beta_end,
-        "groupnorm_over_frames": info.groupnorm_over_frames,
+        "groupnorm_over_frames": info.groupnorm_over_frames, "recommended_sampler": info.recommended_sampler,
         "parameters": sum(p.numel() for p in module.parameters()), "metadata": info.metadata,
     }
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 GLUE = {"ccdm_core.webui.script", "ccdm_core.webui.ui", "ccdm_core.webui.tab", "ccdm_core.webui.api",
-        "ccdm_core.webui.entry", "ccdm_core.webui.source_ui", "ccdm_core.webui.steady_ui"}
+        "ccdm_core.webui.entry", "ccdm_core.webui.source_ui", "ccdm_core.webui.steady_ui",
+        "ccdm_core.webui.motion_lora_ui"}
 
 CODE = """
 import importlib, importlib.abc, pkgutil, sys

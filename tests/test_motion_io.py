@@ -82,11 +82,12 @@ def test_engine_layout_matches_sd15_animatediff_shapes():
 
 
 def test_missing_positions_are_recomputed(tmp_path):
-    full = animatediff_state_dict(mid=True)
+    # without a mid block (v3's layout): a mid block and no positions at all is AnimateLCM's file (test_animatelcm)
+    full = animatediff_state_dict(mid=False)
     no_pe = {k: v for k, v in full.items() if not k.endswith("pos_encoder.pe")}
     save_file(no_pe, str(tmp_path / "mm.safetensors"))
     module = load_motion_module(tmp_path / "mm.safetensors")
-    assert module.info.format == "animatediff-v2"
+    assert module.info.format == "animatediff-v3"
     pe = module.state_dict()
     key = "down_blocks.0.motion_modules.0.temporal_transformer.transformer_blocks.0.attention_blocks.0.pos_encoder.pe"
     assert pe[key][0, 0, 1] == 1.0 and pe[key][0, 0, 0] == 0.0  # sin(0)=0, cos(0)=1
