@@ -140,6 +140,12 @@ def test_controls_and_tab_inputs_become_validated_settings(report):
     assert request["motion_loras"] == [{"name": "zoom", "strength": 0.5}, {"name": "pan", "strength": 1.0}]
 
 
+def test_the_motion_lora_route_lists_motion_loras_only(report):
+    status, body = report["loras_route"]
+    assert status == 200 and body["loras"] == ["v2_lora_TiltUp"]  # models/Lora's image LoRA is not one
+    assert [Path(f).parts[-2:] for f in body["folders"]] == [("ccdm", "lora"), ("models", "Lora")]
+
+
 def test_api_routes_list_modules_and_reject_bad_fields_with_422(report):
     status, body = report["modules_route"]
     assert status == 200

@@ -1,4 +1,5 @@
-"""HTTP routes: `POST /ccdm/v1/txt2vid` and `GET /ccdm/v1/motion-modules` (added through `on_app_started`)."""
+"""HTTP routes: `POST /ccdm/v1/txt2vid`, `GET /ccdm/v1/motion-modules` and `GET /ccdm/v1/motion-loras` (added
+through `on_app_started`)."""
 from __future__ import annotations
 
 import base64
@@ -15,6 +16,7 @@ from .settings import CCDMSettingsError, Txt2VidRequest
 
 TXT2VID_PATH = "/ccdm/v1/txt2vid"
 MODULES_PATH = "/ccdm/v1/motion-modules"
+LORAS_PATH = "/ccdm/v1/motion-loras"
 
 
 def _unprocessable(err: CCDMError) -> HTTPException:
@@ -82,6 +84,14 @@ def motion_modules() -> Dict[str, Any]:
     return {"modules": listed, "folders": env.motion_folders()}
 
 
+def motion_loras() -> Dict[str, Any]:
+    """The motion LoRAs found (names for `motion_loras` and `<lora:NAME:W>`) and the folders searched."""
+    from .motion_loras import lora_folders, lora_names
+
+    folders = lora_folders()
+    return {"loras": lora_names(folders), "folders": folders}
+
+
 def register_routes(app: FastAPI) -> None:
     """Add the routes once (the WebUI may call `on_app_started` again after a UI reload)."""
     existing = {getattr(route, "path", None) for route in app.routes}
@@ -89,3 +99,5 @@ def register_routes(app: FastAPI) -> None:
         app.add_api_route(TXT2VID_PATH, txt2vid, methods=["POST"])
     if MODULES_PATH not in existing:
         app.add_api_route(MODULES_PATH, motion_modules, methods=["GET"])
+    if LORAS_PATH not in existing:
+        app.add_api_route(LORAS_PATH, motion_loras, methods=["GET"])

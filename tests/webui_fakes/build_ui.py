@@ -129,6 +129,7 @@ def main():
     client = TestClient(app)
     listed = client.get("/ccdm/v1/motion-modules")
     report["modules_route"] = [listed.status_code, listed.json()]
+    report["loras_route"] = loras_route(client)
     bad = client.post("/ccdm/v1/txt2vid", json={"prompt": "x", "colour": "red"})
     report["bad_route"] = [bad.status_code, bad.json()]
     bad = client.post("/ccdm/v1/txt2vid", json={"prompt": "x", "frames": 5000})
@@ -145,6 +146,23 @@ def main():
                                                      "context_length": 8, "camera": "rotate-clockwise",
                                                      "camera_strength": 0.35})
     print("REPORT " + json.dumps(report))
+
+
+def loras_route(client):
+    """GET the motion-LoRA route with one motion LoRA in models/ccdm/lora and an image LoRA in models/Lora."""
+    import torch
+    from safetensors.torch import save_file
+
+    from modules import paths_internal
+
+    key = "down_blocks.0.motion_modules.0.temporal_transformer.transformer_blocks.0.attention_blocks.0.processor."
+    for folder, name, keys in (("ccdm/lora", "v2_lora_TiltUp", [key + "to_q_lora.down.weight"]),
+                               ("Lora", "style", ["lora_te_text_model_encoder_layers_0_mlp_fc1.lora_down.weight"])):
+        path = Path(paths_internal.models_path) / folder / f"{name}.safetensors"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: torch.zeros(2, 2) for k in keys}, str(path))
+    answer = client.get("/ccdm/v1/motion-loras")
+    return [answer.status_code, answer.json()]
 
 
 def route_settings(client, body):
