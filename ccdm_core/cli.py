@@ -25,9 +25,14 @@ def _generate_parser(sub) -> None:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--cfg", type=float, default=7.5)
     p.add_argument("--seed", type=int, default=-1, help="-1 picks a random seed (reported)")
-    p.add_argument("--sampler", default="ddim", choices=["ddim", "euler", "euler_a"])
+    p.add_argument("--sampler", default=None, choices=["ddim", "euler", "euler_a", "lcm"],
+                   help="default: ddim, or lcm with an AnimateLCM module. lcm: Latent Consistency Model multistep "
+                        "sampling, for LCM-distilled models (steps 4-8, --cfg 1-2)")
     p.add_argument("--model", default=None, help="SD1.x single-file checkpoint (default: built-in demo model)")
     p.add_argument("--motion", default=None, help="motion module .safetensors/.ckpt (CCDM or AnimateDiff v1-v3)")
+    p.add_argument("--camera-strength-with-lora", type=float, default=0.0, metavar="S",
+                   help="camera guidance strength (0..1) when a --motion-lora makes the camera move the prompt names "
+                        "(v2_lora_ZoomIn and 'camera zooms in'); default 0: the LoRA alone moves the camera")
     p.add_argument("--motion-lora", action="append", default=[], metavar="PATH[@STRENGTH]",
                    help="a motion LoRA merged into the motion module for the run (repeatable; strength default 1)")
     p.add_argument("--context-length", type=int, default=16)
@@ -251,6 +256,44 @@ def _report(args, frames, fps: float, path) -> Optional[dict]:
     return {k: v for k, v in report.items() if k != "per_frame"}
 
 
+def _module_sampler(args, settings, motion):
+    """Without --sampler: lcm for a module meant for it (AnimateLCM), said on stderr; else the settings as given."""
+    import dataclasses
+
+    wanted = getattr(getattr(motion, "info", None), "recommended_sampler", None)
+    if args.sampler is not None or wanted is None or wanted == settings.sampler:
+        return settings
+    print(f"ccdm: note: {motion.info.format} modules are meant for the {wanted} sampler; using --sampler {wanted} "
+          "(give --sampler to choose another)", file=sys.stderr)
+    return dataclasses.replace(settings, sampler=wanted)
+
+
+def _camera_with_loras(settings, loras, strength: float):
+    """(settings, LoRA name): camera guidance turned down to `strength` when an applied motion LoRA makes the
+    move the run would guide, so the two do not fight; else (settings, None)."""
+    import dataclasses
+
+    from .motion_lora import lora_for_move
+
+    if isinstance(strength, bool) or not 0 <= strength <= 1:
+        raise CCDMError(f"--camera-strength-with-lora must be a number in 0..1, got {strength!r}")
+    name = lora_for_move(settings.camera_move(), loras)
+    if name is None:
+        return settings, None
+    return dataclasses.replace(settings, camera_strength=min(settings.camera_strength, strength)), name
+
+
+def _lcm_advice(settings) -> Optional[str]:
+    """One line of advice when the LCM sampler runs outside its recommended steps or CFG (it runs anyway)."""
+    from .lcm import RECOMMENDED
+
+    (lo_steps, hi_steps), (lo_cfg, hi_cfg) = RECOMMENDED["steps"], RECOMMENDED["cfg_scale"]
+    if settings.sampler != "lcm" or (lo_steps <= settings.steps <= hi_steps and lo_cfg <= settings.cfg_scale <= hi_cfg):
+        return None
+    return (f"ccdm: note: the LCM sampler is meant for --steps {lo_steps}-{hi_steps} and --cfg {lo_cfg:g}-{hi_cfg:g} "
+            f"(got --steps {settings.steps}, --cfg {settings.cfg_scale:g}); running anyway")
+
+
 def _write(result, settings, out: str, fmt: str):
     """The clip, through optical-flow interpolation (streamed into the writer) when settings.interpolate > 1."""
     from .video import write_video
@@ -281,7 +324,7 @@ def cmd_generate(args) -> dict:
     settings = VideoSettings(
         prompt=args.prompt, negative_prompt=args.negative, **_clip_settings(args, clip),
         width=width, height=height, steps=args.steps, cfg_scale=args.cfg, seed=args.seed,
-        sampler=args.sampler, context_length=args.context_length, context_overlap=args.context_overlap,
+        sampler=args.sampler or "ddim", context_length=args.context_length, context_overlap=args.context_overlap,
         closed_loop=args.closed_loop, fusion_strength=args.fusion_strength,
         cross_frame_strength=args.cross_frame_strength, fusion_mode=args.fusion_mode, anchor_first=args.anchor_first,
         camera_strength=args.camera_strength, freeinit_iterations=args.freeinit_iterations,
@@ -293,11 +336,18 @@ def cmd_generate(args) -> dict:
     name = Path(motion_path).stem if motion_path else ""
     label = format_source_label(clip.sha256, args.source_start, args.source_stride, len(clip.frames)) if clip else None
     loras = _motion_loras(args, motion)
+    settings = _module_sampler(args, settings, motion)
+    settings, camera_lora = _camera_with_loras(settings, loras, args.camera_strength_with_lora)
+    advice = _lcm_advice(settings)
+    if advice:
+        print(advice, file=sys.stderr)
     with merged_motion_loras(motion, loras) if loras else contextlib.nullcontext():
         result = generate(model, motion, settings, progress=not args.quiet, motion_name=name, keyframes=keyframes,
                           source_frames=clip.frames if clip else None, source_label=label)
     if loras:
         result.infotext = with_parameter(result.infotext, "CCDM motion LoRAs", lora_label(loras))
+    if camera_lora:
+        result.infotext = with_parameter(result.infotext, "CCDM camera from LoRA", camera_lora)
     path = _write(result, settings, args.out, fmt)
     audio = _keep_audio(args, clip, path, fmt)
     report = _report(args, result.frames, settings.fps / settings.interpolate, path)  # of the generated frames

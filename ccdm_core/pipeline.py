@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import secrets
 import time
 from typing import Callable, List, Optional, Sequence
@@ -22,15 +23,16 @@ from .init_frames import (DEFAULT_STRENGTH, SOURCE_KEY, check_strength, encode_f
 from .inject import inject_motion
 from .interpolate import check_factor
 from .keyframes import Keyframe, check_keyframes, encode_keyframes, scheduled_conditioning
+from .lcm import ORIGINAL_STEPS as LCM_MAX_STEPS, lcm_sigmas
 from .motion import MotionModule
-from .sampling import (EpsVideoDenoiser, SAMPLERS, ddim_sigmas, get_sampler, get_sigmas, initial_noise,
-                       video_generators, video_noise_sampler)
+from .sampling import (DiscreteSchedule, EpsVideoDenoiser, SAMPLERS, ddim_sigmas, get_sampler, get_sigmas,
+                       initial_noise, video_generators, video_noise_sampler)
 from .schedules import make_alphas_cumprod
 from .sd.sdpa import sdpa_cross_attention
 from .windows import WindowedDenoiser
 
 MAX_FRAMES = 1024  # latents are tiny; windows bound the UNet batch and the VAE decodes frame by frame
-SAMPLER_LABELS = {"ddim": "DDIM", "euler": "Euler", "euler_a": "Euler a"}
+SAMPLER_LABELS = {"ddim": "DDIM", "euler": "Euler", "euler_a": "Euler a", "lcm": "LCM"}
 
 
 def _check_range(name: str, value, low, high, kind=int) -> None:
@@ -86,6 +88,9 @@ class VideoSettings:
         _check_range("seed", self.seed, -1, 2**63 - 1)
         if self.sampler not in SAMPLERS:
             raise CCDMError(f"unknown sampler {self.sampler!r}; accepted: {', '.join(SAMPLERS)}")
+        if self.sampler == "lcm" and self.steps > LCM_MAX_STEPS:
+            raise CCDMError(f"steps with the LCM sampler must be an integer in 1..{LCM_MAX_STEPS} (its distillation "
+                            f"grid; 4-8 recommended), got {self.steps}")
         _check_range("context_length", self.context_length, 1, MAX_FRAMES)
         _check_range("context_overlap", self.context_overlap, 0, self.context_length - 1)
         self.fusion()  # validates strengths and mode
@@ -134,7 +139,17 @@ def _alphas_cumprod(model, motion: Optional[MotionModule]) -> torch.Tensor:
 def _sigmas(settings: VideoSettings, alphas_cumprod: torch.Tensor) -> torch.Tensor:
     if settings.sampler == "ddim":
         return ddim_sigmas(alphas_cumprod, settings.steps)
+    if settings.sampler == "lcm":
+        return lcm_sigmas(alphas_cumprod, settings.steps)
     return get_sigmas(alphas_cumprod, settings.steps, "uniform")
+
+
+def _sampler(name: str, alphas_cumprod: torch.Tensor) -> Callable:
+    """The sampler function; LCM also gets the schedule's sigma -> timestep for its boundary scalings."""
+    sampler = get_sampler(name)
+    if name == "lcm":
+        return functools.partial(sampler, sigma_to_t=DiscreteSchedule(alphas_cumprod).sigma_to_t)
+    return sampler
 
 
 def _unet_call(unet, handle):
@@ -252,7 +267,7 @@ def sample_latents(model, motion: Optional[MotionModule], settings: VideoSetting
         # 4. Sampling; FreeInit repeats it from re-initialised noise (every pass re-applies the guidance).
         freeinit = settings.freeinit()
         bar, report = _progress((len(sigmas) - 1) * freeinit.iterations, progress, callback)
-        sampler = get_sampler(settings.sampler)
+        sampler = _sampler(settings.sampler, alphas_cumprod)
 
         def sample_pass(unit_noise, index):
             x = first_input(unit_noise)

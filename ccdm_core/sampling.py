@@ -13,6 +13,7 @@ import torch
 from einops import rearrange, repeat
 
 from .errors import CCDMError
+from .lcm import sample_lcm
 from .schedules import sigmas_from_alphas_cumprod
 
 SIGMA_KINDS = ("uniform", "karras")
@@ -210,7 +211,8 @@ def sample_ddim(model, x, sigmas, *, extra_args=None, callback=None, noise_sampl
     return _ancestral_steps(model, x, values, extra, callback, noise_sampler, eta)
 
 
-SAMPLERS = {"ddim": sample_ddim, "euler": sample_euler, "euler_a": sample_euler_ancestral}
+SAMPLERS = {"ddim": sample_ddim, "euler": sample_euler, "euler_a": sample_euler_ancestral,
+            "lcm": sample_lcm}
 
 
 def get_sampler(name: str) -> Callable:

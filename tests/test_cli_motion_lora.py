@@ -64,3 +64,38 @@ def test_a_lora_for_another_module_exits_2_and_writes_nothing(tmp_path, capsys):
     assert code == 2 and "does not fit this motion module" in err and list(out_dir.iterdir()) == []
     code, _, err = run_cli(capsys, "generate", *FAST, "--motion-lora", f"{path}@x", "--out", str(out_dir / "c.gif"))
     assert code == 2 and "strength 'x' is not a number" in err
+
+
+def test_camera_guidance_yields_to_a_lora_that_makes_the_prompts_move(tmp_path, capsys, lora_file):
+    prompt = ["--prompt", "a flower, camera pans left"]
+    runs = {}
+    for name, extra in (("guided", []), ("lora", ["--motion-lora", str(lora_file)]),
+                        ("lora 0.4", ["--motion-lora", str(lora_file), "--camera-strength-with-lora", "0.4"])):
+        code, out, err = run_cli(capsys, "generate", *FAST, *prompt, *extra, "--out", str(tmp_path / f"{name}.png"))
+        assert code == 0, err
+        runs[name] = read_infotext(tmp_path / f"{name}.png")
+    assert "CCDM camera: pan left 1" in runs["guided"] and "CCDM camera from LoRA" not in runs["guided"]
+    assert "CCDM camera:" not in runs["lora"] and "CCDM camera from LoRA: v2_lora_PanLeft" in runs["lora"]
+    assert "CCDM camera: pan left 0.4" in runs["lora 0.4"]
+    code, _, err = run_cli(capsys, "generate", *FAST, "--camera-strength-with-lora", "3", "--out",
+                           str(tmp_path / "bad.png"))
+    assert code == 2 and "--camera-strength-with-lora must be a number in 0..1" in err
+    assert not (tmp_path / "bad.png").exists()
+
+
+def test_an_animatelcm_module_samples_with_lcm_unless_told_otherwise(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    from ccdm_core.motion_io import load_motion_module
+
+    module = load_motion_module(shipped(MINI_MOTION_DEFAULT))  # ccdm-mini's widths, written as AnimateLCM ships
+    state = {k: v.contiguous() for k, v in module.state_dict().items() if not k.endswith("pos_encoder.pe")}
+    path = tmp_path / "mm_mini_lcm.safetensors"
+    save_file(state, str(path))
+    code, _, err = run_cli(capsys, "generate", *FAST, "--motion", str(path), "--out", str(tmp_path / "lcm.png"))
+    assert code == 0, err
+    assert "animatelcm modules are meant for the lcm sampler" in err
+    assert "Sampler: LCM" in read_infotext(tmp_path / "lcm.png")
+    code, _, err = run_cli(capsys, "generate", *FAST, "--motion", str(path), "--sampler", "euler", "--out",
+                           str(tmp_path / "euler.png"))
+    assert code == 0 and "meant for" not in err and "Sampler: Euler" in read_infotext(tmp_path / "euler.png")

@@ -145,3 +145,16 @@ def test_the_hint_names_the_recommended_settings():
 
     assert "4-8 steps" in sampler_hint("LCM") and "CFG scale 1-2" in sampler_hint("LCM")
     assert sampler_hint("Euler a") == ""
+
+
+def test_an_animatelcm_module_with_another_sampler_gets_a_note(capsys):
+    from ccdm_core.webui.lcm_sampler import sampler_note
+
+    module = types.SimpleNamespace(info=types.SimpleNamespace(format="animatelcm", recommended_sampler="lcm"))
+    for picked, noted in (("Euler a", True), ("LCM", False)):
+        sampler_note(types.SimpleNamespace(sampler_name=picked), module)
+        out = capsys.readouterr().out
+        assert ("meant for the LCM sampler" in out and f"running with {picked}" in out) is noted
+    sampler_note(types.SimpleNamespace(sampler_name="Euler a"),
+                 types.SimpleNamespace(info=types.SimpleNamespace(format="animatediff-v2", recommended_sampler=None)))
+    assert capsys.readouterr().out == ""

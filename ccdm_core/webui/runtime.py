@@ -22,6 +22,7 @@ from .controlnet import controlnet_frames, controlnet_scripts
 from .discovery import MotionEntry, list_motion_modules, no_module_message, resolve_motion_module
 from ..motion_lora import lora_label, merged_motion_loras
 from .freeinit_passes import check_freeinit, sample_with_freeinit
+from .lcm_sampler import sampler_note
 from .motion_loras import KEY_CAMERA_LORA, KEY_TAGS, camera_with_loras, prepare_loras, prepare_prompt_loras
 from .guidance import (EPS, UNSUPPORTED, X0, Guidance, Prediction, PromptSchedule, active_guidance,
                        build_guidance, build_prompt_schedule, with_anchor)
@@ -137,6 +138,7 @@ def prepare(run: VideoRun, p) -> None:
         run.module = load_module(run.entry, devices.device, next(unet.parameters()).dtype)
         check_run(p.sd_model, run.module, run.settings)
         check_freeinit(p, run)
+        sampler_note(p, run.module)
         named = prepare_loras(run.settings, run.module)
         tagged = prepare_prompt_loras(p, run.settings, run.module)
         run.loras = named + tagged
