@@ -46,6 +46,22 @@ def test_a_motion_lora_changes_the_clip_and_strength_0_does_not(tmp_path, capsys
     assert 'CCDM motion LoRAs: "v2_lora_PanLeft [' in info and ']:0.8"' in info  # quoted: it holds ':'
 
 
+def test_a_kohya_layout_lora_changes_the_clip_as_its_animatediff_twin(tmp_path, capsys):
+    from ccdm_core.motion_io import load_motion_module
+
+    module = load_motion_module(shipped(MINI_MOTION_DEFAULT))
+    clips = {}
+    for layout in ("animatediff", "kohya"):
+        path = tmp_path / f"{layout}.safetensors"
+        state = lora_state(module, rank=4, layout=layout, alpha=4.0 if layout == "kohya" else None)
+        write_safetensors({k: v * 0.5 if v.dim() else v for k, v in state.items()}, path, {})
+        code, _, err = run_cli(capsys, "generate", *FAST, "--motion-lora", str(path), "--out",
+                               str(tmp_path / f"{layout}.png"))
+        assert code == 0, err
+        clips[layout] = read_video(tmp_path / f"{layout}.png")[0]
+    assert np.array_equal(clips["animatediff"], clips["kohya"])  # alpha = rank: the same merge
+
+
 def test_inspect_reports_a_motion_lora(capsys, lora_file):
     code, out, err = run_cli(capsys, "inspect", str(lora_file))
     assert code == 0, err
