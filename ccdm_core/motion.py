@@ -13,9 +13,10 @@ from torch.nn import functional as F
 from .attention import attention
 from .errors import CCDMError
 
-HEADS = 8  # AnimateDiff v1-v3 use 8 heads; the head width follows from the channels.
+HEADS = 8  # AnimateDiff v1-v3, AnimateDiff-SDXL and HotShot-XL use 8 heads; the head width follows from the channels.
 LAYOUTS = ("animatediff-v1", "animatediff-v2", "animatediff-v3")
 LAYOUT_MAX_FRAMES = {"animatediff-v1": 24, "animatediff-v2": 32, "animatediff-v3": 32}
+BASES = {"sd1": "SD1.x", "sdxl": "SDXL"}  # the base model family a module is made for -> its name in messages
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,15 +28,43 @@ class MotionInfo:
     beta_schedule: str = "linear"
     beta_start: float = 0.00085
     beta_end: float = 0.012
-    groupnorm_over_frames: bool = False  # AnimateDiff v1 normalised the UNet's GroupNorms over all frames
+    groupnorm_over_frames: bool = False  # AnimateDiff v1, HotShot-XL: the UNet's GroupNorms ran over all frames
     train_frames: Optional[int] = None
     recommended_sampler: Optional[str] = None  # an engine sampler name the module was distilled for ("lcm")
     metadata: Dict[str, str] = dataclasses.field(default_factory=dict)
     sha256: Optional[str] = None
+    base: str = "sd1"  # "sd1" or "sdxl": the UNet family the module fits
+    temporal_norm_over_frames: bool = False  # AnimateDiff-SDXL: each temporal layer's own GroupNorm spans all frames
+
+    def __post_init__(self):
+        if self.base not in BASES:
+            raise CCDMError(f"MotionInfo.base {self.base!r} unknown; accepted: {', '.join(BASES)}")
 
     @property
     def shorthash(self) -> Optional[str]:
         return self.sha256[:10] if self.sha256 else None
+
+
+def module_base(info: MotionInfo) -> str:
+    """"sd1" or "sdxl": the UNet family a module (given by its info) is made for."""
+    return info.base
+
+
+def check_base(info: MotionInfo, base: str, what: str = "the loaded checkpoint") -> None:
+    """Refuse a module made for another model family, by name; call it before anything is changed."""
+    if base not in BASES:
+        raise CCDMError(f"unknown model family {base!r}; accepted: {', '.join(BASES)}")
+    if info.base != base:
+        mine, theirs = BASES[info.base], BASES[base]
+        raise CCDMError(f"the motion module is {info.format}, made for {mine}, but {what} is {theirs}; "
+                        f"use an {mine} checkpoint, or a motion module made for {theirs}")
+
+
+def video_group_norm(norm: nn.GroupNorm, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """GroupNorm whose statistics span all frames of each video: `(b f) c h w` in and out."""
+    video = rearrange(x, "(b f) c h w -> b c f h w", f=num_frames)
+    out = F.group_norm(video, norm.num_groups, norm.weight, norm.bias, norm.eps)
+    return rearrange(out, "b c f h w -> (b f) c h w")
 
 
 def sinusoidal_positions(max_frames: int, dim: int) -> torch.Tensor:
@@ -131,12 +160,17 @@ class TemporalTransformerBlock(nn.Module):
 
 
 class TemporalTransformer(nn.Module):
-    """GroupNorm, proj_in, temporal blocks, zero-initialised proj_out; a residual around all of it."""
+    """GroupNorm, proj_in, temporal blocks, zero-initialised proj_out; a residual around all of it.
 
-    def __init__(self, channels: int, max_frames: int, layers: int = 1, ff_mult: int = 4, heads: int = HEADS):
+    `norm_over_frames`: the GroupNorm's statistics span all frames of a video (AnimateDiff-SDXL normalises its
+    `b c f h w` input); otherwise each frame is normalised alone (AnimateDiff SD1.x, HotShot-XL)."""
+
+    def __init__(self, channels: int, max_frames: int, layers: int = 1, ff_mult: int = 4, heads: int = HEADS,
+                 norm_over_frames: bool = False):
         super().__init__()
         if channels % 32 or channels % heads:
             raise CCDMError(f"motion module width {channels} must be a multiple of 32 and of {heads} heads")
+        self.norm_over_frames = bool(norm_over_frames)
         self.norm = nn.GroupNorm(32, channels, eps=1e-6)
         self.proj_in = nn.Linear(channels, channels)
         self.transformer_blocks = nn.ModuleList(
@@ -147,7 +181,8 @@ class TemporalTransformer(nn.Module):
 
     def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
         height, width = x.shape[-2:]
-        h = rearrange(self.norm(x), "bf c h w -> bf (h w) c")
+        normed = video_group_norm(self.norm, x, num_frames) if self.norm_over_frames else self.norm(x)
+        h = rearrange(normed, "bf c h w -> bf (h w) c")
         h = self.proj_in(h)
         for block in self.transformer_blocks:
             h = block(h, num_frames)
@@ -158,9 +193,10 @@ class TemporalTransformer(nn.Module):
 class TemporalModule(nn.Module):
     """One inserted layer; the `temporal_transformer` level exists for AnimateDiff's key names."""
 
-    def __init__(self, channels: int, max_frames: int, layers: int = 1, ff_mult: int = 4, heads: int = HEADS):
+    def __init__(self, channels: int, max_frames: int, layers: int = 1, ff_mult: int = 4, heads: int = HEADS,
+                 norm_over_frames: bool = False):
         super().__init__()
-        self.temporal_transformer = TemporalTransformer(channels, max_frames, layers, ff_mult, heads)
+        self.temporal_transformer = TemporalTransformer(channels, max_frames, layers, ff_mult, heads, norm_over_frames)
 
     @property
     def channels(self) -> int:
@@ -176,9 +212,11 @@ class TemporalModule(nn.Module):
 class MotionBlock(nn.Module):
     """The temporal modules that belong to one UNet resolution level (`motion_modules.N`)."""
 
-    def __init__(self, channels: Sequence[int], max_frames: int, layers: int = 1, heads: int = HEADS):
+    def __init__(self, channels: Sequence[int], max_frames: int, layers: int = 1, heads: int = HEADS,
+                 norm_over_frames: bool = False):
         super().__init__()
-        self.motion_modules = nn.ModuleList([TemporalModule(c, max_frames, layers, heads=heads) for c in channels])
+        self.motion_modules = nn.ModuleList(
+            [TemporalModule(c, max_frames, layers, heads=heads, norm_over_frames=norm_over_frames) for c in channels])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,14 +249,18 @@ class MotionModule(nn.Module):
         self.shape = shape
         self.info = info
         self.extras: Dict[str, torch.Tensor] = {}  # tensors saved beside the module (e.g. fusion projections)
-        mf = info.max_frames
-        self.down_blocks = nn.ModuleList([MotionBlock(c, mf, shape.layers, shape.heads) for c in shape.down])
-        self.mid_block = MotionBlock([shape.mid], mf, shape.layers, shape.heads) if shape.mid is not None else None
-        self.up_blocks = nn.ModuleList([MotionBlock(c, mf, shape.layers, shape.heads) for c in shape.up])
+        args = (info.max_frames, shape.layers, shape.heads, info.temporal_norm_over_frames)
+        self.down_blocks = nn.ModuleList([MotionBlock(c, *args) for c in shape.down])
+        self.mid_block = MotionBlock([shape.mid], *args) if shape.mid is not None else None
+        self.up_blocks = nn.ModuleList([MotionBlock(c, *args) for c in shape.up])
 
     @property
     def max_frames(self) -> int:
         return self.info.max_frames
+
+    @property
+    def base(self) -> str:
+        return module_base(self.info)
 
     def slots(self) -> Dict[str, TemporalModule]:
         """Slot name (as in the state dict) -> the temporal module for it."""

@@ -1,9 +1,15 @@
-"""Loading, recognising, saving and inspecting motion checkpoints (CCDM, AnimateDiff v1/v2/v3, AnimateLCM).
+"""Loading, recognising, saving and inspecting motion checkpoints (CCDM, AnimateDiff v1/v2/v3, AnimateLCM for SD1.x;
+AnimateDiff-SDXL and HotShot-XL for SDXL).
 
 How a file's format is recognised (first rule that applies):
 
-1. `ccdm.format` metadata "ccdm-motion": CCDM (its schedule and limits are read from the metadata).
-2. AnimateLCM (`AnimateLCM_sd15_t2v.ckpt` of wangfuyun/AnimateLCM and re-saves of it): the AnimateDiff key layout
+1. `ccdm.format` metadata "ccdm-motion": CCDM (its schedule and limits are read from the metadata; the model family
+   from `ccdm.base`, else from the layout: 3 down blocks and no mid block is SDXL).
+2. SDXL (3 down and 3 up blocks, 2 and 3 layers each, no mid block; any widths): HotShot-XL when its key names
+   (`temporal_attentions`) or tables (`pos_encoder.positional_encoding`) are used, the tables have 24 positions, or
+   there are none and the file name contains "hotshot"/"hsxl"; else AnimateDiff-SDXL. Limits, schedules and
+   GroupNorms: `motion_sdxl`'s docstring. HotShot-XL key names are accepted for this layout only.
+3. AnimateLCM (`AnimateLCM_sd15_t2v.ckpt` of wangfuyun/AnimateLCM and re-saves of it): the AnimateDiff key layout
    (it is AnimateDiff v2's architecture, mid block included), told apart by any one of
    a. a mid block and no `pos_encoder` key at all: the released file carries no position tables, while every
       AnimateDiff v1/v2/v3 release does. This is the rule of ComfyUI-AnimateDiff-Evolved (no key containing
@@ -13,7 +19,7 @@ How a file's format is recognised (first rule that applies):
    Frame positions: the length of the file's table when it has one, else 64 (AnimateLCM's code fixes 64).
    Schedule: linear betas 0.00085..0.012 (its inference config, as AnimateDiff's); GroupNorm per frame;
    `recommended_sampler` "lcm" (it is a consistency-distilled module: 4-8 steps, CFG 1-2).
-3. AnimateDiff: a mid block is v2; 24 positions (or no table and a name `mm_sd_v14`/`mm_sd_v15`) is v1; else v3.
+4. AnimateDiff: a mid block is v2; 24 positions (or no table and a name `mm_sd_v14`/`mm_sd_v15`) is v1; else v3.
 """
 from __future__ import annotations
 
@@ -29,6 +35,8 @@ import torch
 from .errors import CCDMError
 from .hashing import file_sha256, shorthash
 from .motion import HEADS, LAYOUT_MAX_FRAMES, MotionInfo, MotionModule, MotionShape
+from .motion_sdxl import (HOTSHOT_TABLE, check_sdxl_shape, hotshot_key, is_sdxl_shape, sdxl_format, sdxl_info,
+                          split_hotshot_key)
 from .tensorfile import read_tensors, write_safetensors
 
 CCDM_FORMAT = "ccdm-motion"
@@ -38,23 +46,33 @@ _LAYER_KEY = re.compile(r"^transformer_blocks\.(\d+)\.")
 ANIMATELCM_MAX_FRAMES = 64  # AnimateLCM's PositionalEncoding has a fixed max_length of 64
 ANIMATELCM_SAMPLER = "lcm"
 _LCM_TABLE = "pos_encoder.pos_encoding"  # AnimateLCM's own name for the `pos_encoder.pe` buffer
+_SD1 = "CCDM, AnimateDiff v1/v2/v3 or AnimateLCM motion modules for SD1.x"
+ACCEPTED = f"{_SD1}; AnimateDiff-SDXL or HotShot-XL motion modules for SDXL"
 
 
-def _split_keys(state: Dict[str, torch.Tensor]):
-    """Motion keys by slot, fusion extras, and anything else."""
+def _split_keys(state: Dict[str, torch.Tensor], name: str = "state dict"):
+    """Motion keys by slot (AnimateDiff's slot names, HotShot-XL's translated), fusion extras, anything else, and
+    whether HotShot-XL's key names were used."""
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
     slots: Dict[str, Dict[str, torch.Tensor]] = {}
-    extras, other = {}, []
+    extras, other, styles = {}, [], set()
     for key, value in state.items():
-        m = _SLOT_KEY.match(key)
+        m, hotshot = _SLOT_KEY.match(key), split_hotshot_key(key)
         if m:
             slots.setdefault(f"{m.group(1)}.motion_modules.{m.group(2)}", {})[m.group(3)] = value
+            styles.add("motion_modules")
+        elif hotshot:
+            slots.setdefault(hotshot[0], {})[hotshot[1]] = value
+            styles.add("temporal_attentions")
         elif key.startswith("fusion."):
             extras[key] = value
         else:
             other.append(key)
-    return slots, extras, other
+    if len(styles) > 1:
+        raise CCDMError(f"{name}: mixes AnimateDiff (`motion_modules`) and HotShot-XL (`temporal_attentions`) key "
+                        f"names; accepted: one of them")
+    return slots, extras, other, styles == {"temporal_attentions"}
 
 
 def _refusal(name: str, state: Dict[str, torch.Tensor]) -> CCDMError:
@@ -64,11 +82,10 @@ def _refusal(name: str, state: Dict[str, torch.Tensor]) -> CCDMError:
     elif any("lora" in k.lower() for k in keys):
         what = "LoRA weights (e.g. a motion LoRA or the v3 adapter), not a motion module"
     elif any("temporal" in k for k in keys):
-        what = "temporal layers in a layout that is not the SD1 AnimateDiff/CCDM one (SDXL-family, e.g. HotShot-XL?)"
+        what = f"temporal layers under unknown key names (first keys: {', '.join(keys[:3])})"
     else:
         what = f"no motion-module weights (first keys: {', '.join(keys[:3])})"
-    return CCDMError(f"{name}: found {what}; accepted: CCDM, AnimateDiff v1/v2/v3 or AnimateLCM motion modules "
-                     f"for SD1.x")
+    return CCDMError(f"{name}: found {what}; accepted: {ACCEPTED}")
 
 
 def _shape_from(slots: Dict[str, Dict[str, torch.Tensor]], heads: int, name: str) -> MotionShape:
@@ -82,13 +99,13 @@ def _shape_from(slots: Dict[str, Dict[str, torch.Tensor]], heads: int, name: str
     if len(layers) != 1 or 0 in layers:
         raise CCDMError(f"{name}: inconsistent transformer depth across slots {sorted(layers)}")
     down, up = _levels(channels, "down_blocks"), _levels(channels, "up_blocks")
-    if len(down) == 3 and len(up) == 3:
-        raise CCDMError(f"{name}: an SDXL-family motion module (3 down blocks, channels {[b[0] for b in down]}); "
-                        f"accepted: SD1.x modules with 4 down blocks")
     if not down or not up:
         raise CCDMError(f"{name}: motion module without down or up blocks; the file is incomplete")
-    return MotionShape(down=down, mid=channels.get("mid_block.motion_modules.0"), up=up,
-                       layers=layers.pop(), heads=heads)
+    shape = MotionShape(down=down, mid=channels.get("mid_block.motion_modules.0"), up=up,
+                        layers=layers.pop(), heads=heads)
+    if len(down) == 3 or len(up) == 3:
+        check_sdxl_shape(shape, name)
+    return shape
 
 
 def _levels(channels: Dict[str, int], prefix: str) -> tuple:
@@ -110,27 +127,33 @@ def _pe_length(slots: Dict[str, Dict[str, torch.Tensor]]) -> Optional[int]:
     return None
 
 
-def _rename_lcm_tables(slots: Dict[str, Dict[str, torch.Tensor]]) -> bool:
-    """Rename AnimateLCM's `pos_encoder.pos_encoding` tables to `pos_encoder.pe`; whether there were any."""
+def _rename_tables(slots: Dict[str, Dict[str, torch.Tensor]], table: str) -> bool:
+    """Rename position tables called `table` (AnimateLCM's or HotShot-XL's name) to `pos_encoder.pe`; whether there
+    were any."""
     found = False
     for tensors in slots.values():
-        for key in [k for k in tensors if k.endswith(_LCM_TABLE)]:
-            tensors[key[: -len(_LCM_TABLE)] + "pos_encoder.pe"] = tensors.pop(key)
+        for key in [k for k in tensors if k.endswith(table)]:
+            tensors[key[: -len(table)] + "pos_encoder.pe"] = tensors.pop(key)
             found = True
     return found
 
 
 def is_animatelcm(slots: Dict[str, Dict[str, torch.Tensor]], name: str = "", lcm_tables: bool = False) -> bool:
-    """Rule 2 of the module docstring, on keys grouped by slot (after `_rename_lcm_tables`)."""
+    """Rule 3 of the module docstring, on keys grouped by slot (after `_rename_tables`)."""
     has_mid = any(slot.startswith("mid_block.") for slot in slots)
     has_positions = any("pos_encoder" in key for tensors in slots.values() for key in tensors)
     return (has_mid and not has_positions) or lcm_tables or "animatelcm" in Path(name).name.lower()
 
 
 def _info_from(metadata: Dict[str, str], shape: MotionShape, pe_len: Optional[int], name: str,
-               animatelcm: bool = False) -> MotionInfo:
+               animatelcm: bool = False, hotshot: bool = False) -> MotionInfo:
     if metadata.get("ccdm.format") == CCDM_FORMAT:
-        return _ccdm_info(metadata, pe_len, name)
+        return _ccdm_info(metadata, shape, pe_len, name)
+    if is_sdxl_shape(shape):
+        return sdxl_info(sdxl_format(hotshot, pe_len, name), pe_len, metadata)
+    if hotshot:
+        raise CCDMError(f"{name}: HotShot-XL key names (`temporal_attentions`) on a module with {len(shape.down)} "
+                        f"down blocks; accepted: HotShot-XL's SDXL layout (3 down blocks, no mid block)")
     if animatelcm:
         return MotionInfo(format="animatelcm", max_frames=pe_len or ANIMATELCM_MAX_FRAMES, beta_schedule="linear",
                           groupnorm_over_frames=False, recommended_sampler=ANIMATELCM_SAMPLER,
@@ -146,7 +169,8 @@ def _info_from(metadata: Dict[str, str], shape: MotionShape, pe_len: Optional[in
                       groupnorm_over_frames=fmt == "animatediff-v1", metadata=dict(metadata))
 
 
-def _ccdm_info(metadata: Dict[str, str], pe_len: Optional[int], name: str) -> MotionInfo:
+def _ccdm_info(metadata: Dict[str, str], shape: MotionShape, pe_len: Optional[int], name: str) -> MotionInfo:
+    base = metadata.get("ccdm.base") or ("sdxl" if is_sdxl_shape(shape) else "sd1")
     try:
         frames = metadata.get("ccdm.frames") or None
         return MotionInfo(
@@ -158,6 +182,8 @@ def _ccdm_info(metadata: Dict[str, str], pe_len: Optional[int], name: str) -> Mo
             groupnorm_over_frames=metadata.get("ccdm.groupnorm_over_frames", "false") == "true",
             train_frames=int(frames) if frames else None,
             metadata=dict(metadata),
+            base=base,
+            temporal_norm_over_frames=metadata.get("ccdm.temporal_norm_over_frames", "false") == "true",
         )
     except ValueError as err:
         raise CCDMError(f"{name}: malformed ccdm metadata ({err})") from err
@@ -182,7 +208,7 @@ def motion_module_from_state_dict(state: Dict[str, torch.Tensor], metadata: Opti
                                   name: str = "state dict") -> MotionModule:
     """Recognise the format of a motion state dict and load it strictly into a `MotionModule`."""
     metadata = dict(metadata or {})
-    slots, extras, other = _split_keys(state)
+    slots, extras, other, hotshot_names = _split_keys(state, name)
     if not slots:
         raise _refusal(name, state)
     if other:
@@ -190,15 +216,16 @@ def motion_module_from_state_dict(state: Dict[str, torch.Tensor], metadata: Opti
             k.startswith("img_encoder.") for k in other) else ""
         raise CCDMError(f"{name}: unexpected keys beside the motion module{what}: {', '.join(sorted(other)[:3])}")
     heads = int(metadata.get("ccdm.heads", HEADS))
-    lcm_tables = _rename_lcm_tables(slots)
+    lcm_tables = _rename_tables(slots, _LCM_TABLE)
+    hotshot = _rename_tables(slots, HOTSHOT_TABLE) or hotshot_names
     shape = _shape_from(slots, heads, name)
-    info = _info_from(metadata, shape, _pe_length(slots), name, is_animatelcm(slots, name, lcm_tables))
+    info = _info_from(metadata, shape, _pe_length(slots), name, is_animatelcm(slots, name, lcm_tables), hotshot)
     module = MotionModule(shape, info)
     flat = {f"{slot}.temporal_transformer.{k}": v for slot, tensors in slots.items() for k, v in tensors.items()}
     missing, unexpected = _copy_tensors(module, flat, name)
     missing = [k for k in missing if not k.endswith("pos_encoder.pe")]  # pe is recomputed
     if missing or unexpected:
-        bad = (missing or unexpected)[:3]
+        bad = [hotshot_key(k) if hotshot_names else k for k in (missing or unexpected)[:3]]
         raise CCDMError(f"{name}: keys do not match the {info.format} layout ({'missing' if missing else 'unexpected'}:"
                         f" {', '.join(bad)})")
     module.extras = extras  # e.g. trained fusion projections, used by the fusion module when present
@@ -206,8 +233,9 @@ def motion_module_from_state_dict(state: Dict[str, torch.Tensor], metadata: Opti
 
 
 def load_motion_module(path: str | os.PathLike, device=None, dtype=None) -> MotionModule:
-    """Load a CCDM, AnimateDiff v1/v2/v3 or AnimateLCM motion module from `.safetensors` / `.ckpt` / `.pth` /
-    `.pt` (the file name takes part in recognising AnimateLCM, see the module docstring)."""
+    """Load a CCDM, AnimateDiff v1/v2/v3, AnimateLCM, AnimateDiff-SDXL or HotShot-XL motion module from
+    `.safetensors` / `.ckpt` / `.pth` / `.pt` (the file name takes part in recognising AnimateLCM and, without
+    position tables, HotShot-XL: see the module docstring)."""
     path = Path(path)
     state, metadata = read_tensors(path)
     module = motion_module_from_state_dict(state, metadata, path.name)
@@ -230,6 +258,9 @@ def motion_metadata(module: MotionModule, extra: Optional[Dict[str, object]] = N
         "ccdm.base_model_sha256": info.metadata.get("ccdm.base_model_sha256", ""),
         "ccdm.train_config": info.metadata.get("ccdm.train_config", "{}"),
     }
+    if info.base != "sd1" or info.temporal_norm_over_frames:  # absent for SD1.x modules, whose files stay as they were
+        meta["ccdm.base"] = info.base
+        meta["ccdm.temporal_norm_over_frames"] = "true" if info.temporal_norm_over_frames else "false"
     for key, value in (extra or {}).items():
         if not isinstance(key, str):
             raise CCDMError(f"metadata key {key!r} is not a string")
@@ -264,6 +295,8 @@ def inspect_motion_file(path: str | os.PathLike) -> Dict[str, object]:
         "layers": module.shape.layers, "heads": module.shape.heads, "max_frames": info.max_frames,
         "beta_schedule": info.beta_schedule, "beta_start": info.beta_start, "beta_end": info.beta_end,
         "groupnorm_over_frames": info.groupnorm_over_frames, "recommended_sampler": info.recommended_sampler,
+        "base": info.base, "train_frames": info.train_frames,
+        "temporal_norm_over_frames": info.temporal_norm_over_frames,
         "parameters": sum(p.numel() for p in module.parameters()), "metadata": info.metadata,
     }
 

@@ -41,6 +41,21 @@ def make_unet(seed: int = 0, model_channels: int = 32, context_dim: int = 32):
     return unet
 
 
+def make_sdxl_unet(seed: int = 0, model_channels: int = 32, context_dim: int = 32):
+    """A tiny SDXL-structure ldm UNet (the WebUI's sgm UNet cannot be installed here): SDXL's 3 levels (channel
+    mult 1, 2, 4; 2 ResBlocks each; 9 input and 9 output blocks), no attention at the first level, and a
+    label-embedding `y` input (a continuous vector of 1, standing in for SDXL's pooled-text/size vector)."""
+    torch.manual_seed(seed)
+    cfg = tiny_unet_config(model_channels, context_dim)
+    cfg.update(channel_mult=(1, 2, 4), attention_resolutions=(2, 4), num_res_blocks=2, num_classes="continuous")
+    unet = build_unet(cfg).eval()
+    with torch.no_grad():
+        for p in unet.parameters():
+            if p.dim() > 1 and not p.any():
+                p.normal_(0.0, 0.05)
+    return unet
+
+
 @pytest.fixture
 def tiny_unet():
     return make_unet()

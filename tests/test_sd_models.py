@@ -244,6 +244,7 @@ def test_refuses_sdxl(tmp_path):
     message = _refusal(tmp_path, {"conditioner.embedders.0.transformer.text_model.final_layer_norm.weight":
                                   torch.ones(4), "model.diffusion_model.out.2.bias": torch.zeros(4)})
     assert "SDXL" in message and "conditioner.*" in message and "1.x" in message
+    assert "in the WebUI extension" in message  # where SDXL checkpoints are animated
 
 
 def test_refuses_sd2(tmp_path):

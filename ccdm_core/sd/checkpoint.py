@@ -36,8 +36,9 @@ def check_sd1(state_dict: StateDict, name: str) -> None:
     """Refuse SDXL, SD2.x and files that are not SD checkpoints, naming what was found."""
     keys = sorted(state_dict)
     if any(k.startswith("conditioner.") for k in keys):
-        raise CCDMError(f"{name} is an SDXL checkpoint (found 'conditioner.*' keys); only Stable Diffusion 1.x "
-                        "checkpoints are accepted")
+        raise CCDMError(f"{name} is an SDXL checkpoint (found 'conditioner.*' keys); the standalone `ccdm` engine "
+                        "takes Stable Diffusion 1.x checkpoints only: animate SDXL checkpoints in the WebUI extension "
+                        "(AnimateDiff-SDXL and HotShot-XL modules)")
     if any(k.startswith("cond_stage_model.model.") for k in keys):
         raise CCDMError(f"{name} is a Stable Diffusion 2.x checkpoint (found OpenCLIP 'cond_stage_model.model.*' "
                         "keys); only Stable Diffusion 1.x checkpoints are accepted")

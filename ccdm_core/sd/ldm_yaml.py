@@ -51,7 +51,8 @@ def _refuse_other_families(root: dict, params: dict, where: Path) -> None:
     cond_target = str(_section(params, "cond_stage_config", where, required=False).get("target", ""))
     unet = _section(params, "unet_config.params", where, required=False)
     if target.startswith("sgm.") or "conditioner_config" in params or "network_config" in params:
-        raise CCDMError(f"model config {where} describes an SDXL model ({target}); only SD 1.x is accepted")
+        raise CCDMError(f"model config {where} describes an SDXL model ({target}); the standalone engine takes SD "
+                        "1.x only: animate SDXL checkpoints in the WebUI extension")
     if "OpenCLIP" in cond_target or unet.get("context_dim") == 1024 or unet.get("use_linear_in_transformer"):
         raise CCDMError(f"model config {where} describes an SD 2.x model (OpenCLIP text encoder / context_dim 1024); "
                         "only SD 1.x is accepted")

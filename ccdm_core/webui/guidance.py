@@ -207,6 +207,9 @@ def frame_conditioning(text_cond: torch.Tensor, weights: torch.Tensor, key_conds
     frames = weights.shape[0]
     if text_cond.shape[0] % frames:
         raise ValueError(f"{text_cond.shape[0]} cond rows are not a whole number of {frames}-frame videos")
+    if text_cond.dim() == 2:  # SDXL's pooled `vector` rows `(b f) V`: no tokens to pad
+        return torch.stack([_blend([row if c is None else c.to(row) for c in key_conds], weights[i % frames])
+                            for i, row in enumerate(text_cond)])
     length = max([text_cond.shape[1]] + [c.shape[0] for c in key_conds if c is not None])
     keys = [None if c is None else pad_tokens(c.to(text_cond), length, empty) for c in key_conds]
     rows = []
@@ -226,9 +229,15 @@ class PromptSchedule:
     cond_at: Callable[[str, int], torch.Tensor]
     empty: Optional[torch.Tensor] = None
 
-    def apply(self, text_cond: torch.Tensor, step: int) -> torch.Tensor:
+    def apply(self, text_cond, step: int):
+        """SD1's cond rows `(b f) T D`, or SDXL's dict: its `crossattn` rows and `vector` rows each interpolated
+        (the key conds are dicts too); other entries (an inpainting model's `c_concat`) are kept."""
         conds = [None if prompt is None else self.cond_at(prompt, step) for prompt in self.keys.values()]
-        return frame_conditioning(text_cond, self.weights, conds, self.empty)
+        if not isinstance(text_cond, Mapping):
+            return frame_conditioning(text_cond, self.weights, conds, self.empty)
+        return {key: frame_conditioning(value, self.weights, [None if c is None else c[key] for c in conds],
+                                        self.empty if key == "crossattn" else None)
+                if key in ("crossattn", "vector") else value for key, value in text_cond.items()}
 
 
 def build_prompt_schedule(keyframes: Sequence[Keyframe], num_frames: int, cond_at: Callable[[str, int], torch.Tensor],
@@ -310,16 +319,13 @@ def current_guidance() -> Optional[Guidance]:
 
 def on_cfg_denoiser(params) -> None:
     """`script_callbacks.on_cfg_denoiser`: keyframe prompts replace the cond rows (`params.text_cond`, SD1:
-    `[b, T, 768]`; the uncond rows stay as they are); the input x and timestep are kept for the after-CFG step."""
+    `[b, T, 768]`; SDXL: a dict whose `crossattn` and `vector` rows both change; the uncond rows stay as they are); the input x and timestep are kept for the after-CFG step."""
     sampling = current_sampling()
     if sampling is None:
         return
     if sampling.guidance is not None:
         sampling.denoiser_input = (params.x, params.sigma)
     if sampling.prompts is not None:
-        if isinstance(params.text_cond, Mapping):
-            sampling.say_once("keyframe prompts need SD1 text conditioning (a tensor); they are not applied")
-            return
         params.text_cond = sampling.prompts.apply(params.text_cond, int(params.sampling_step))
 
 

@@ -12,7 +12,8 @@ from typing import Iterator, List, Sequence
 from ..attention import AttentionFn, use_attention_backend
 from ..cross_frame import FrameContext, cross_frame_attention
 from ..inject import MotionHandle, inject_motion
-from ..motion import MotionModule
+from ..errors import CCDMError
+from ..motion import MotionModule, check_base
 from ..schedules import make_alphas_cumprod, swap_alphas_cumprod
 from ..unet_slots import check_fit
 from .settings import CCDMSettings, CCDMSettingsError
@@ -22,19 +23,26 @@ _ACTIVE: List[contextlib.ExitStack] = []  # runs whose patches are in place (nor
 _LOCK = threading.Lock()
 
 
-def check_model(sd_model) -> None:
-    """Refuse checkpoints that motion modules do not fit (SDXL, SD2.x, v-prediction) before touching anything."""
-    if getattr(sd_model, "is_sdxl", False):
-        raise CCDMSettingsError("motion_module", "the loaded checkpoint is SDXL; CCDM motion modules fit SD1.x "
-                                "checkpoints only: load an SD1.x checkpoint")
+def model_base(sd_model) -> str:
+    """"sdxl" or "sd1": the family of the WebUI's loaded checkpoint."""
+    return "sdxl" if getattr(sd_model, "is_sdxl", False) else "sd1"
+
+
+def check_model(sd_model, module: MotionModule) -> None:
+    """Refuse checkpoints that motion modules do not fit (SD2.x, v-prediction) and a module made for the other
+    family (an SDXL module on SD1.x, an SD1.x module on SDXL), by name, before touching anything."""
     if getattr(sd_model, "is_sd2", False) or getattr(sd_model, "parameterization", "eps") == "v":
         raise CCDMSettingsError("motion_module", "the loaded checkpoint is SD2.x (or v-prediction); CCDM motion "
-                                "modules fit SD1.x checkpoints only: load an SD1.x checkpoint")
+                                "modules fit SD1.x and SDXL checkpoints: load one of those")
+    try:
+        check_base(module.info, model_base(sd_model))
+    except CCDMError as err:
+        raise CCDMSettingsError("motion_module", str(err)) from None
 
 
 def check_run(sd_model, module: MotionModule, settings: CCDMSettings) -> None:
     """All checks of a run, so that a bad combination fails before the UNet is touched."""
-    check_model(sd_model)
+    check_model(sd_model, module)
     try:
         check_fit(sd_model.model.diffusion_model, module)
     except ValueError as err:
