@@ -148,7 +148,7 @@ def test_the_hint_names_the_recommended_settings():
 
 
 def test_an_animatelcm_module_with_another_sampler_gets_a_note(capsys):
-    from ccdm_core.webui.lcm_sampler import sampler_note
+    from ccdm_core.webui.module_notes import sampler_note
 
     module = types.SimpleNamespace(info=types.SimpleNamespace(format="animatelcm", recommended_sampler="lcm"))
     for picked, noted in (("Euler a", True), ("LCM", False)):
@@ -158,3 +158,12 @@ def test_an_animatelcm_module_with_another_sampler_gets_a_note(capsys):
     sampler_note(types.SimpleNamespace(sampler_name="Euler a"),
                  types.SimpleNamespace(info=types.SimpleNamespace(format="animatediff-v2", recommended_sampler=None)))
     assert capsys.readouterr().out == ""
+
+
+def test_hotshot_with_windows_longer_than_its_training_clips_gets_a_note(capsys):
+    from ccdm_core.webui.module_notes import context_note
+
+    hotshot = types.SimpleNamespace(info=types.SimpleNamespace(format="hotshot-xl"))
+    for length, frames, noted in ((16, 16, True), (8, 16, False), (16, 6, False)):
+        context_note(hotshot, types.SimpleNamespace(context_length=length, frames=frames))
+        assert ("context length 8 is recommended" in capsys.readouterr().out) is noted

@@ -151,7 +151,11 @@ def test_api_routes_list_modules_and_reject_bad_fields_with_422(report):
     assert status == 200
     assert body["modules"] == [{"name": "tiny_v2", "label": f"tiny_v2 [{report['sha'][:10]}]",
                                 "filename": "tiny_v2.safetensors", "sha256": report["sha"],
-                                "shorthash": report["sha"][:10], "format": "ccdm"}]
+                                "shorthash": report["sha"][:10], "format": "ccdm", "base": "sd1", "fits": True}]
+    assert body["checkpoint_base"] is None  # no checkpoint loaded
+    status, body = report["modules_route_sdxl"]  # listed, not hidden, when it does not fit the checkpoint
+    assert status == 200 and body["checkpoint_base"] == "sdxl"
+    assert [(m["name"], m["base"], m["fits"]) for m in body["modules"]] == [("tiny_v2", "sd1", False)]
     status, body = report["bad_route"]
     assert status == 422 and body["detail"].startswith("colour: unknown field")
     status, body = report["bad_frames"]

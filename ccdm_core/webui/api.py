@@ -75,13 +75,20 @@ def txt2vid(payload: Dict[str, Any] = Body(...)) -> Dict[str, Any]:
 
 
 def motion_modules() -> Dict[str, Any]:
-    """Every motion module found: name, filename, sha256, shorthash, format; and the folders searched."""
-    from . import runtime
+    """Every motion module found: name, filename, sha256, shorthash, format, the model family it is made for
+    (`base`) and whether it fits the loaded checkpoint (`fits`: listed, not hidden, when it does not); the
+    checkpoint's family and the folders searched."""
+    from modules import shared
 
+    from . import runtime
+    from .patches import model_base
+
+    checkpoint = model_base(shared.sd_model) if getattr(shared, "sd_model", None) is not None else None
     entries = runtime.list_modules(refresh=True)
     listed = [{"name": e.name, "label": e.label, "filename": e.filename, "sha256": e.sha256,
-               "shorthash": e.shorthash, "format": runtime.module_format(e)} for e in entries]
-    return {"modules": listed, "folders": env.motion_folders()}
+               "shorthash": e.shorthash, "format": runtime.module_format(e), "base": runtime.module_family(e),
+               "fits": checkpoint is None or runtime.module_family(e) == checkpoint} for e in entries]
+    return {"modules": listed, "folders": env.motion_folders(), "checkpoint_base": checkpoint}
 
 
 def motion_loras() -> Dict[str, Any]:

@@ -22,15 +22,6 @@ def sampler_hint(name) -> str:
     return HINT if name == SAMPLER_NAME else ""
 
 
-def sampler_note(p, module) -> None:
-    """A module meant for the LCM sampler (AnimateLCM) runs with the sampler picked, with a note saying so."""
-    wanted = getattr(module.info, "recommended_sampler", None)
-    picked = str(getattr(p, "sampler_name", ""))
-    if wanted == "lcm" and picked != SAMPLER_NAME and picked.lower() not in ALIASES:
-        print(f"CCDM: {module.info.format} modules are meant for the LCM sampler ({HINT.split(': ', 1)[1]}); "
-              f"running with {picked}")
-
-
 def sample_lcm_webui(model, x, sigmas, extra_args=None, callback=None, disable=None):
     """The sampler function KDiffusionSampler calls: `model` is the WebUI's CFG denoiser (x0 out), its
     `inner_model` the k-diffusion wrapper of the checkpoint (its `sigma_to_t` gives LCM's timesteps)."""

@@ -11,7 +11,7 @@ import dataclasses
 import re
 import threading
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import CCDMError
 from ..motion import MotionModule
@@ -22,7 +22,7 @@ from .controlnet import controlnet_frames, controlnet_scripts
 from .discovery import MotionEntry, list_motion_modules, no_module_message, resolve_motion_module
 from ..motion_lora import lora_label, merged_motion_loras
 from .freeinit_passes import check_freeinit, sample_with_freeinit
-from .lcm_sampler import sampler_note
+from .module_notes import module_notes
 from .motion_loras import KEY_CAMERA_LORA, KEY_TAGS, camera_with_loras, prepare_loras, prepare_prompt_loras
 from .guidance import (EPS, UNSUPPORTED, X0, Guidance, Prediction, PromptSchedule, active_guidance,
                        build_guidance, build_prompt_schedule, with_anchor)
@@ -37,7 +37,7 @@ _EXTRA_NETWORK = re.compile(r"<[^<>:]+:[^<>]*>")  # <lora:name:1> and the like
 _lock = threading.Lock()
 _entries: Optional[List[MotionEntry]] = None
 _loaded: Dict[str, MotionModule] = {}  # sha256 -> module on the WebUI's device (kept per the settings option)
-_formats: Dict[str, str] = {}  # sha256 -> motion-module format, for the listing route
+_formats: Dict[str, Tuple[str, Optional[str]]] = {}  # sha256 -> (format, "sd1" | "sdxl"), for the listing
 
 
 # ---------------------------------------------------------------- motion modules
@@ -76,21 +76,32 @@ def load_module(entry: MotionEntry, device, dtype) -> MotionModule:
             module = load_motion_module(entry.path)
         except CCDMError as err:
             raise CCDMSettingsError("motion_module", str(err)) from None
-        _formats[key] = module.info.format
+        _formats[key] = (module.info.format, module.info.base)
     module.to(device=device, dtype=dtype)
     _loaded[key] = module
     return module
 
 
-def module_format(entry: MotionEntry) -> str:
-    """The module's format (ccdm, animatediff-v1/v2/v3); loads the file once on the CPU when not yet known."""
+def _format_and_base(entry: MotionEntry) -> Tuple[str, Optional[str]]:
     key = entry.sha256 or entry.path
     if key not in _formats:
         try:
-            _formats[key] = load_motion_module(entry.path).info.format
+            info = load_motion_module(entry.path).info
+            _formats[key] = (info.format, info.base)
         except CCDMError as err:
-            _formats[key] = f"unreadable: {err}"
+            _formats[key] = (f"unreadable: {err}", None)
     return _formats[key]
+
+
+def module_format(entry: MotionEntry) -> str:
+    """The module's format (ccdm, animatediff-v1/v2/v3, animatelcm, animatediff-sdxl, hotshot-xl); loads the file
+    once on the CPU when not yet known."""
+    return _format_and_base(entry)[0]
+
+
+def module_family(entry: MotionEntry) -> Optional[str]:
+    """"sd1" or "sdxl": the model family the module is made for (None: unreadable)."""
+    return _format_and_base(entry)[1]
 
 
 def release_modules(force: bool = False) -> None:
@@ -138,7 +149,7 @@ def prepare(run: VideoRun, p) -> None:
         run.module = load_module(run.entry, devices.device, next(unet.parameters()).dtype)
         check_run(p.sd_model, run.module, run.settings)
         check_freeinit(p, run)
-        sampler_note(p, run.module)
+        module_notes(p, run.module, run.settings)
         named = prepare_loras(run.settings, run.module)
         tagged = prepare_prompt_loras(p, run.settings, run.module)
         run.loras = named + tagged

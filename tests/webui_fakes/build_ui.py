@@ -129,6 +129,12 @@ def main():
     client = TestClient(app)
     listed = client.get("/ccdm/v1/motion-modules")
     report["modules_route"] = [listed.status_code, listed.json()]
+    from modules import shared
+
+    shared.sd_model = __import__("types").SimpleNamespace(is_sdxl=True)  # an SDXL checkpoint is loaded
+    listed = client.get("/ccdm/v1/motion-modules")
+    report["modules_route_sdxl"] = [listed.status_code, listed.json()]
+    shared.sd_model = None
     report["loras_route"] = loras_route(client)
     bad = client.post("/ccdm/v1/txt2vid", json={"prompt": "x", "colour": "red"})
     report["bad_route"] = [bad.status_code, bad.json()]
