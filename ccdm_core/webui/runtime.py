@@ -11,7 +11,7 @@ import dataclasses
 import re
 import threading
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ..errors import CCDMError
 from ..motion import MotionModule
@@ -216,7 +216,10 @@ def _prompt_schedule(p, run: VideoRun) -> Optional[PromptSchedule]:
     by_text = dict(zip(texts, schedules))
 
     def cond_at(text: str, step: int):
-        return prompt_parser.reconstruct_cond_batch([by_text[text]], step)[0]
+        batch = prompt_parser.reconstruct_cond_batch([by_text[text]], step)
+        if isinstance(batch, Mapping):  # SDXL: {"crossattn": [1, T, D], "vector": [1, V]}
+            return {key: value[0] for key, value in batch.items()}
+        return batch[0]
 
     empty = getattr(p.sd_model, "cond_stage_model_empty_prompt", None)
     empty = empty.reshape(-1, empty.shape[-1]) if isinstance(empty, torch.Tensor) else None
