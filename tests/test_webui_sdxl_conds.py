@@ -22,6 +22,7 @@ def test_crossattn_and_vector_rows_are_interpolated_and_the_rest_passes_through(
             "c_concat": torch.randn(8, 5, 2, 2, generator=g)}
     out = schedule.apply(cond, step=0)
     assert out["c_concat"] is cond["c_concat"]
+    assert out.shape == cond["crossattn"].shape  # the WebUI's CFG denoiser reads `text_cond.shape`
     assert torch.equal(out["crossattn"], frame_conditioning(cond["crossattn"], schedule.weights,
                                                              [None, key["crossattn"]]))
     for video in range(2):

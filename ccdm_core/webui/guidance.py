@@ -219,6 +219,14 @@ def frame_conditioning(text_cond: torch.Tensor, weights: torch.Tensor, key_conds
     return torch.stack(rows)
 
 
+class CondDict(dict):
+    """SDXL's conditioning dict with the `shape` of its `crossattn` rows, as the WebUI's CFG denoiser reads it."""
+
+    @property
+    def shape(self):
+        return self["crossattn"].shape
+
+
 @dataclasses.dataclass(eq=False)
 class PromptSchedule:
     """A run's keyframe prompts: per-frame weights `f k` over the keys, and each key's conditioning `T D` at a
@@ -235,9 +243,9 @@ class PromptSchedule:
         conds = [None if prompt is None else self.cond_at(prompt, step) for prompt in self.keys.values()]
         if not isinstance(text_cond, Mapping):
             return frame_conditioning(text_cond, self.weights, conds, self.empty)
-        return {key: frame_conditioning(value, self.weights, [None if c is None else c[key] for c in conds],
-                                        self.empty if key == "crossattn" else None)
-                if key in ("crossattn", "vector") else value for key, value in text_cond.items()}
+        return CondDict({key: frame_conditioning(value, self.weights, [None if c is None else c[key] for c in conds],
+                                                 self.empty if key == "crossattn" else None)
+                         if key in ("crossattn", "vector") else value for key, value in text_cond.items()})
 
 
 def build_prompt_schedule(keyframes: Sequence[Keyframe], num_frames: int, cond_at: Callable[[str, int], torch.Tensor],
