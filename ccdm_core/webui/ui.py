@@ -43,6 +43,24 @@ def _missing_html(labels: Sequence[str]) -> str:
     return f"<p class='ccdm-missing'>CCDM: {runtime.missing_message()}</p>"
 
 
+def _fit_html(labels: Sequence[str]) -> str:
+    """Which listed modules do not fit the loaded checkpoint (an SD1.x module with SDXL loaded, or the reverse):
+    they stay listed and are refused by name if picked. Asked on refresh (it reads each module once)."""
+    from modules import shared
+
+    from ..motion import BASES
+    from . import runtime
+    from .patches import model_base
+
+    base = model_base(shared.sd_model)
+    misfit = [e.label for e in runtime.list_modules() if e.label in labels and runtime.module_family(e) not in
+              (None, base)]
+    if not misfit:
+        return ""
+    return (f"<p class='ccdm-misfit'>Not for the loaded {BASES[base]} checkpoint (listed; refused if picked): "
+            f"{', '.join(misfit)}</p>")
+
+
 def default_module_label(labels: Sequence[str]) -> Optional[str]:
     wanted = str(env.opt("ccdm_default_motion_module") or "")
     digest = label_hash(wanted)
@@ -65,7 +83,8 @@ def module_picker(elem_prefix: str) -> Tuple[gr.Dropdown, gr.Button, gr.HTML]:
     def on_refresh(current):
         fresh = module_labels(refresh=True)
         value = current if current in fresh else default_module_label(fresh)
-        return gr.update(choices=fresh, value=value), gr.update(value=_missing_html(fresh), visible=not fresh)
+        note = _missing_html(fresh) or _fit_html(fresh)
+        return gr.update(choices=fresh, value=value), gr.update(value=note, visible=bool(note))
 
     refresh.click(fn=on_refresh, inputs=[dropdown], outputs=[dropdown, message], show_progress=False)
     return dropdown, refresh, message
