@@ -4,6 +4,8 @@
 files from the stages' outputs (see train/mini/ship.py). `python -m train.mini sweep --out DIR` measures fusion
 settings on held-out prompts with the shipped model (see train/mini/fusion_sweep.py); `python -m train.mini
 camera-check --out DIR` whether its clips follow the camera move the prompt names (train/mini/camera_check.py).
+`python -m train.mini clips-v2 --out DIR [--count N]` writes the second-generation motion clips (still shots,
+objects moving over backgrounds, camera moves, both; train/mini/motion_clips.py).
 """
 from __future__ import annotations
 
@@ -17,12 +19,13 @@ import torch
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.mini", description=__doc__)
-    parser.add_argument("stage", choices=["vae", "base", "classifier", "clips", "ship", "sweep", "camera-check",
-                                          "freeinit-sweep"])
+    parser.add_argument("stage", choices=["vae", "base", "classifier", "clips", "clips-v2", "ship", "sweep",
+                                          "camera-check", "freeinit-sweep"])
     parser.add_argument("--out", required=True, help="folder for the stage's files (the base stage reads vae)")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--count", type=int, default=224, help="clips-v2: how many clips (kinds in turn)")
     ship_args = parser.add_argument_group("ship", "inputs of the ship stage")
     ship_args.add_argument("--run", help="the base stage's folder (ccdm-mini.safetensors, its yaml and .clip folder)")
     ship_args.add_argument("--linear", help="motion module exported from the linear-betas run")
@@ -44,6 +47,15 @@ def main(argv=None) -> int:
         from .clips import write_clips
 
         print(json.dumps({"clips": len(write_clips(out, seed=args.seed))}))
+        return 0
+    if args.stage == "clips-v2":
+        from .motion_clips import write_motion_clips
+
+        if args.count < 1:
+            parser.error(f"--count must be >= 1, got {args.count}")
+        rows = write_motion_clips(out, count=args.count, seed=args.seed)
+        kinds = {kind: sum(r["kind"] == kind for r in rows) for kind in sorted({r["kind"] for r in rows})}
+        print(json.dumps({"clips": len(rows), "kinds": kinds}))
         return 0
     stage = {"vae": train_vae, "base": train_base, "classifier": train_classifier}[args.stage]
     stats = stage(out, **kwargs)
