@@ -5,16 +5,14 @@ prompts (SDXL's dict conditioning), SD1.x modules refused by name, txt2img bit-i
 from __future__ import annotations
 
 import json
-import os
-import shutil
 
 import numpy as np
 import pytest
 
 from test_webui_live import SIZE, STEPS, URL, call, pixels, txt2img
+from test_webui_tab_v2v_live import webui_page
 
 pytestmark = [pytest.mark.webui, pytest.mark.skipif(not URL, reason="set CCDM_WEBUI_URL to a live WebUI 1.6.0")]
-CHROMIUM = os.environ.get("CCDM_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 FRAMES = 4
 
 
@@ -89,17 +87,7 @@ def test_sd1_modules_are_refused_by_name_and_txt2img_is_unchanged_after(listing)
 
 @pytest.fixture(scope="module")
 def page():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not CHROMIUM:
-        pytest.skip("no Chromium found (CCDM_CHROMIUM, chromium, chromium-browser)")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"])
-        page = browser.new_page(viewport={"width": 1400, "height": 2200})
-        page.goto(URL + "/", timeout=120000)
-        page.wait_for_selector("#tabs", timeout=120000)
-        yield page
-        browser.close()
+    yield from webui_page(None, height=2200)  # starts on txt2img
 
 
 def _number(page, selector: str, value) -> None:

@@ -16,20 +16,26 @@ CHROMIUM = os.environ.get("CCDM_CHROMIUM") or shutil.which("chromium") or shutil
 TAB = "#ccdm_txt2vid"
 
 
-@pytest.fixture(scope="module")
-def page():
+def webui_page(tab=None, height: int = 1800):
+    """A headless Chromium page on the live WebUI, switched to `tab` (None: the first tab); a generator for fixtures."""
     sync_api = pytest.importorskip("playwright.sync_api")
     if not CHROMIUM:
         pytest.skip("no Chromium found (CCDM_CHROMIUM, chromium, chromium-browser)")
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1800})
+        page = browser.new_page(viewport={"width": 1400, "height": height})
         page.goto(URL + "/", timeout=120000)
         page.wait_for_selector("#tabs", timeout=120000)
-        page.get_by_role("button", name="txt2vid", exact=True).click()
+        if tab:
+            page.get_by_role("button", name=tab, exact=True).click()
         yield page
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def page():
+    yield from webui_page("txt2vid")
 
 
 def _set_number(page, elem: str, value) -> None:
